@@ -1,0 +1,18 @@
+//! paved's domain types: jobs, tasks and nodes, the manifest that describes a job, and the task
+//! state machine. Pure data and rules; this crate does no I/O, so every rule is testable as a
+//! plain function.
+#![forbid(unsafe_code)]
+
+pub mod job;
+pub mod manifest;
+pub mod node;
+pub mod task;
+pub mod units;
+
+pub use job::{Job, JobKind, JobSpec, JobState, PortSpec, Resources, RestartPolicy, RestartSpec};
+pub use manifest::{ManifestError, ManifestProblem, parse_manifest};
+pub use node::Node;
+pub use task::{Desired, Task, TaskState, TransitionError};
+
+/// The tenant every object belongs to until multi-tenancy brings more of them.
+pub const DEFAULT_TENANT: &str = "default";

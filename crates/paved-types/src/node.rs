@@ -1,0 +1,20 @@
+//! Nodes: machines running an agent.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    /// Cores the node offers to tasks.
+    pub cpu: f64,
+    pub memory_bytes: u64,
+    /// `ready` while its agent reports; `down` once it stops.
+    pub state: String,
+    pub agent_version: String,
+    pub heartbeat_at_ms: u64,
+}
