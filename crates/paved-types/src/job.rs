@@ -213,7 +213,9 @@ mod tests {
 
     #[test]
     fn port_env_var() {
-        let p = PortSpec { name: "admin-http".into() };
+        let p = PortSpec {
+            name: "admin-http".into(),
+        };
         assert_eq!(p.env_var(), "PORT_ADMIN_HTTP");
     }
 }

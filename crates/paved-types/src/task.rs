@@ -110,6 +110,8 @@ impl TaskState {
     }
 
     /// The one rule for which state may follow which.
+    // A table reads better than one `matches!` over every pair.
+    #[allow(clippy::match_like_matches_macro)]
     pub fn can_become(self, to: TaskState) -> bool {
         use TaskState::*;
         if self.is_terminal() {

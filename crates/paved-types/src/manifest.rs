@@ -1,0 +1,911 @@
+//! Job manifests: TOML text in, a validated [`JobSpec`] out, or every problem in the file at once,
+//! each with its line, column, field path and a message that says what would be valid.
+//!
+//! ```toml
+//! name = "web"                 # required; 1-63 of [a-z0-9-], starts with a letter
+//! kind = "service"             # required; "service" or "batch"
+//! instances = 2                # default 1; 0..=10000 (0 for a service only)
+//! command = ["/bin/sh", "-c", "exec ./server --port $PORT"]   # required
+//! env = { RUST_LOG = "info" }  # PORT and PORT_* are the agent's
+//!
+//! [resources]
+//! cpu = 0.5                    # cores; default 0.1
+//! memory = "128MiB"            # default "64MiB"; at least "4MiB"
+//!
+//! [restart]
+//! policy = "on-failure"        # default "always" for a service, "on-failure" for a batch job
+//! attempts = 5                 # default 5; 0..=1000
+//! delay = "1s"                 # default "1s"; "10ms"..="10m"; doubles on each restart
+//!
+//! [[ports]]
+//! name = "http"                # the agent sets PORT (first port) and PORT_HTTP
+//! ```
+//!
+//! Validation walks the parsed table by hand: serde's derive stops at the first error and drops
+//! the positions a person needs to fix the rest. Array indices in field paths count from 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeInteger, DeTable, DeValue};
+
+use crate::job::{JobKind, JobSpec, PortSpec, Resources, RestartPolicy, RestartSpec};
+use crate::units::{format_duration, format_memory, parse_duration, parse_memory};
+
+/// Every problem found in a manifest, in source order. Displays as one
+/// `file:line:column: field: message` line per problem.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", lines(.problems))]
+pub struct ManifestError {
+    pub problems: Vec<ManifestProblem>,
+}
+
+/// One thing wrong with a manifest, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestProblem {
+    /// The name the caller gave the manifest, e.g. "web.toml".
+    pub file: String,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based, in characters (not bytes).
+    pub column: u32,
+    /// Dotted path to the value: "resources.memory", "ports[1].name", "env.PATH"; "" for the
+    /// whole document.
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+/// The most tasks one job may ask for.
+pub const MAX_INSTANCES: u32 = 10_000;
+/// The most `[[ports]]` one job may declare.
+pub const MAX_PORTS: usize = 16;
+/// The longest job or port name.
+pub const MAX_NAME_LEN: usize = 63;
+pub const DEFAULT_CPU: f64 = 0.1;
+pub const MAX_CPU: f64 = 1024.0;
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Below this a process hardly starts; a request this small is a unit mistake.
+pub const MIN_MEMORY: u64 = 4 << 20;
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+pub const MAX_ATTEMPTS: u32 = 1000;
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
+pub const MIN_DELAY: Duration = Duration::from_millis(10);
+pub const MAX_DELAY: Duration = Duration::from_secs(600);
+
+/// Parses and validates a manifest. `source` names the file in messages ("web.toml"); nothing
+/// is read from disk. Unset keys get their documented defaults.
+pub fn parse_manifest(source: &str, text: &str) -> Result<JobSpec, ManifestError> {
+    let mut checker = Checker::new(source, text);
+    let spec = match DeTable::parse(text) {
+        Ok(root) => Some(checker.job(&root)),
+        Err(e) => {
+            checker.syntax(&e);
+            None
+        }
+    };
+    checker.finish(spec)
+}
+
+impl fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn lines(problems: &[ManifestProblem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+type Item<'i> = Spanned<DeValue<'i>>;
+
+/// Where a table sits in the manifest, for the keys it accepts and for hints about misplaced
+/// keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Top,
+    Resources,
+    Restart,
+    Port,
+}
+
+const PLACES: [Place; 4] = [Place::Top, Place::Resources, Place::Restart, Place::Port];
+
+/// Words people reach for, mapped to ours.
+const SYNONYMS: [(&str, &str); 16] = [
+    ("replicas", "instances"),
+    ("count", "instances"),
+    ("scale", "instances"),
+    ("cmd", "command"),
+    ("args", "command"),
+    ("argv", "command"),
+    ("exec", "command"),
+    ("run", "command"),
+    ("environment", "env"),
+    ("vars", "env"),
+    ("type", "kind"),
+    ("mem", "memory"),
+    ("memory_bytes", "memory"),
+    ("retries", "attempts"),
+    ("max_attempts", "attempts"),
+    ("backoff", "delay"),
+];
+
+const NAME_RULE: &str = "a name is 1 to 63 lowercase letters (a-z), digits and '-', starting \
+                         with a letter and not ending in '-'";
+const PORT_NAME_RULE: &str = "a port name is 1 to 63 lowercase letters (a-z), digits and '-'";
+const ENV_RULE: &str =
+    "a variable name is letters, digits and '_', not starting with a digit, e.g. \"RUST_LOG\"";
+const BOM_LEN: usize = '\u{feff}'.len_utf8();
+const COMMAND_EXAMPLE: &str = "command = [\"/bin/sh\", \"-c\", \"exec ./server --port $PORT\"]";
+
+impl Place {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Place::Top => &[
+                "name",
+                "kind",
+                "instances",
+                "command",
+                "env",
+                "resources",
+                "restart",
+                "ports",
+            ],
+            Place::Resources => &["cpu", "memory"],
+            Place::Restart => &["policy", "attempts", "delay"],
+            Place::Port => &["name"],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Place::Top => "the top level",
+            Place::Resources => "[resources]",
+            Place::Restart => "[restart]",
+            Place::Port => "[[ports]]",
+        }
+    }
+}
+
+/// Collects problems while walking the parsed document.
+struct Checker<'t> {
+    file: &'t str,
+    text: &'t str,
+    /// Byte offset where each line starts; the first is 0.
+    line_starts: Vec<usize>,
+    problems: Vec<ManifestProblem>,
+}
+
+impl<'t> Checker<'t> {
+    fn new(file: &'t str, text: &'t str) -> Self {
+        let breaks = text.match_indices('\n').map(|(i, _)| i + 1);
+        let line_starts = std::iter::once(0).chain(breaks).collect();
+        Checker {
+            file,
+            text,
+            line_starts,
+            problems: Vec::new(),
+        }
+    }
+
+    fn finish(mut self, spec: Option<JobSpec>) -> Result<JobSpec, ManifestError> {
+        match spec {
+            Some(spec) if self.problems.is_empty() => Ok(spec),
+            _ => {
+                self.problems.sort_by_key(|p| (p.line, p.column));
+                Err(ManifestError {
+                    problems: self.problems,
+                })
+            }
+        }
+    }
+
+    fn syntax(&mut self, e: &toml::de::Error) {
+        let hint = match e.message() {
+            "duplicate key" => "; each key may appear once per table",
+            _ => "",
+        };
+        let message = format!("invalid TOML: {}{hint}", e.message());
+        self.report(e.span().unwrap_or(0..0), "", message);
+    }
+
+    fn report(&mut self, span: Range<usize>, field: &str, message: String) {
+        let (line, column) = self.position(span.start);
+        self.problems.push(ManifestProblem {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.to_owned(),
+            message,
+        });
+    }
+
+    /// 1-based line and character column of a byte offset.
+    fn position(&self, offset: usize) -> (u32, u32) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let mut start = self.line_starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
+        // Editors hide a byte order mark, so columns do not count it.
+        if start == 0 && self.text.starts_with('\u{feff}') && offset >= BOM_LEN {
+            start = BOM_LEN;
+        }
+        let column = self.text.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
+        (to_u32(line), to_u32(column))
+    }
+
+    fn job(&mut self, root: &Spanned<DeTable<'_>>) -> JobSpec {
+        let (table, span) = (root.get_ref(), root.span());
+        self.unknown_keys(table, "", Place::Top);
+        let name = self.required(table, &span, "name", "name = \"web\"");
+        let name = name.and_then(|v| self.name(v));
+        let kind = self.required(table, &span, "kind", "kind = \"service\"");
+        let kind = kind.and_then(|v| self.kind(v));
+        let instances = table
+            .get("instances")
+            .map_or(Some(1), |v| self.instances(v, kind));
+        let command = self.required(table, &span, "command", COMMAND_EXAMPLE);
+        let command = command.and_then(|v| self.command(v));
+        let kind = kind.unwrap_or(JobKind::Service);
+        JobSpec {
+            name: name.unwrap_or_default(),
+            kind,
+            instances: instances.unwrap_or(1),
+            command: command.unwrap_or_default(),
+            env: table.get("env").map(|v| self.env(v)).unwrap_or_default(),
+            resources: self.resources(table.get("resources")),
+            restart: self.restart(table.get("restart"), kind),
+            ports: table.get("ports").map(|v| self.ports(v)).unwrap_or_default(),
+        }
+    }
+
+    /// The value of a required key, or a problem at the table that lacks it.
+    fn required<'v>(
+        &mut self,
+        table: &'v DeTable<'_>,
+        table_span: &Range<usize>,
+        field: &str,
+        example: &str,
+    ) -> Option<&'v Item<'v>> {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let value = table.get(key);
+        if value.is_none() {
+            let message = format!("missing required key {key:?}; add it, e.g. {example}");
+            self.report(table_span.clone(), field, message);
+        }
+        value
+    }
+
+    fn unknown_keys(&mut self, table: &DeTable<'_>, prefix: &str, place: Place) {
+        for (key, _) in table.iter() {
+            if !place.keys().contains(&key.get_ref().as_ref()) {
+                let message = unknown_key_message(key.get_ref(), place);
+                self.report(key.span(), &join(prefix, key.get_ref()), message);
+            }
+        }
+    }
+
+    fn name(&mut self, v: &Item<'_>) -> Option<String> {
+        let s = self.string(v, "name", "name = \"web\"")?;
+        self.check(v.span(), "name", job_name(s))
+    }
+
+    fn kind(&mut self, v: &Item<'_>) -> Option<JobKind> {
+        let s = self.string(v, "kind", "kind = \"service\"")?;
+        self.check(v.span(), "kind", job_kind(s))
+    }
+
+    fn instances(&mut self, v: &Item<'_>, kind: Option<JobKind>) -> Option<u32> {
+        let n = self.whole(v, "instances", 0..=MAX_INSTANCES, "instances = 2")?;
+        self.check(v.span(), "instances", instances_for(kind, n))
+    }
+
+    fn command(&mut self, v: &Item<'_>) -> Option<Vec<String>> {
+        let Some(items) = v.get_ref().as_array() else {
+            let hint = match v.get_ref().as_str() {
+                Some(s) => format!("; to run it through a shell: [\"/bin/sh\", \"-c\", {s:?}]"),
+                None => format!("; e.g. {COMMAND_EXAMPLE}"),
+            };
+            self.wrong_type(v, "command", "an array of strings", &hint);
+            return None;
+        };
+        if items.is_empty() {
+            let message = format!("is empty; give the program and its arguments, e.g. {COMMAND_EXAMPLE}");
+            self.report(v.span(), "command", message);
+            return None;
+        }
+        let args: Vec<Option<String>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.argument(i, a))
+            .collect();
+        args.into_iter().collect()
+    }
+
+    fn argument(&mut self, index: usize, v: &Item<'_>) -> Option<String> {
+        let field = format!("command[{index}]");
+        let s = self.string(v, &field, "")?;
+        self.check(v.span(), &field, argument(index, s))
+    }
+
+    fn env(&mut self, v: &Item<'_>) -> BTreeMap<String, String> {
+        let Some(table) = self.table(v, "env", "env = { RUST_LOG = \"info\" }") else {
+            return BTreeMap::new();
+        };
+        let mut env = BTreeMap::new();
+        for (key, value) in table.iter() {
+            let (name, field) = (key.get_ref().as_ref(), join("env", key.get_ref()));
+            let name_ok = self.check(key.span(), &field, env_name(name)).is_some();
+            let value = self.string(value, &field, "").map(|s| (value, s));
+            let value = value.and_then(|(v, s)| self.check(v.span(), &field, env_value(s)));
+            if let Some(value) = value
+                && name_ok
+            {
+                env.insert(name.to_owned(), value);
+            }
+        }
+        env
+    }
+
+    fn resources(&mut self, v: Option<&Item<'_>>) -> Resources {
+        let mut resources = Resources {
+            cpu: DEFAULT_CPU,
+            memory_bytes: DEFAULT_MEMORY,
+        };
+        let example = "[resources] with cpu = 0.5 and memory = \"128MiB\"";
+        let Some(table) = v.and_then(|v| self.table(v, "resources", example)) else {
+            return resources;
+        };
+        self.unknown_keys(table, "resources", Place::Resources);
+        if let Some(cpu) = table.get("cpu").and_then(|v| self.cpu(v)) {
+            resources.cpu = cpu;
+        }
+        if let Some(memory) = table.get("memory").and_then(|v| self.memory(v)) {
+            resources.memory_bytes = memory;
+        }
+        resources
+    }
+
+    fn cpu(&mut self, v: &Item<'_>) -> Option<f64> {
+        let field = "resources.cpu";
+        let cores = match v.get_ref() {
+            // Past i128 is past the limit too.
+            DeValue::Integer(i) => int_value(i).map_or(f64::INFINITY, |n| n as f64),
+            DeValue::Float(f) => f.as_str().parse().unwrap_or(f64::NAN),
+            _ => {
+                self.wrong_type(v, field, "a number of cores", "; e.g. cpu = 0.5");
+                return None;
+            }
+        };
+        let checked = cores_in_range(cores, &self.source(v));
+        self.check(v.span(), field, checked)
+    }
+
+    fn memory(&mut self, v: &Item<'_>) -> Option<u64> {
+        let field = "resources.memory";
+        let bytes = match v.get_ref() {
+            DeValue::String(s) => parse_memory(s).map_err(|e| e.to_string()),
+            DeValue::Integer(i) => integer_bytes(i),
+            _ => {
+                let expected = "a size with a unit or an integer number of bytes";
+                self.wrong_type(v, field, expected, "; e.g. memory = \"128MiB\"");
+                return None;
+            }
+        };
+        let bare = v.get_ref().is_integer();
+        let checked = bytes.and_then(|b| memory_at_least_min(b, bare));
+        self.check(v.span(), field, checked)
+    }
+
+    fn restart(&mut self, v: Option<&Item<'_>>, kind: JobKind) -> RestartSpec {
+        let mut restart = RestartSpec {
+            policy: kind.default_restart_policy(),
+            attempts: DEFAULT_ATTEMPTS,
+            delay: DEFAULT_DELAY,
+        };
+        let example = "[restart] with policy = \"on-failure\"";
+        let Some(table) = v.and_then(|v| self.table(v, "restart", example)) else {
+            return restart;
+        };
+        self.unknown_keys(table, "restart", Place::Restart);
+        if let Some(policy) = table.get("policy").and_then(|v| self.policy(v)) {
+            restart.policy = policy;
+        }
+        if let Some(attempts) = table.get("attempts").and_then(|v| self.attempts(v)) {
+            restart.attempts = attempts;
+        }
+        if let Some(delay) = table.get("delay").and_then(|v| self.delay(v)) {
+            restart.delay = delay;
+        }
+        restart
+    }
+
+    fn policy(&mut self, v: &Item<'_>) -> Option<RestartPolicy> {
+        let s = self.string(v, "restart.policy", "policy = \"on-failure\"")?;
+        self.check(v.span(), "restart.policy", restart_policy(s))
+    }
+
+    fn attempts(&mut self, v: &Item<'_>) -> Option<u32> {
+        self.whole(v, "restart.attempts", 0..=MAX_ATTEMPTS, "attempts = 5")
+    }
+
+    fn delay(&mut self, v: &Item<'_>) -> Option<Duration> {
+        let field = "restart.delay";
+        let Some(s) = v.get_ref().as_str() else {
+            let hint = "; a duration is a string with a unit, e.g. delay = \"1s\" or \"500ms\"";
+            self.wrong_type(v, field, "a duration string", hint);
+            return None;
+        };
+        self.check(v.span(), field, restart_delay(s))
+    }
+
+    fn ports(&mut self, v: &Item<'_>) -> Vec<PortSpec> {
+        let Some(items) = v.get_ref().as_array() else {
+            let hint = "; declare each port in its own [[ports]] section (two brackets) with \
+                        name = \"http\"";
+            self.wrong_type(v, "ports", "an array of tables", hint);
+            return Vec::new();
+        };
+        if let Some(extra) = items.get(MAX_PORTS) {
+            let message = format!(
+                "{} ports declared; a job may declare at most {MAX_PORTS}",
+                items.len()
+            );
+            self.report(extra.span(), "ports", message);
+        }
+        let mut seen = HashMap::new();
+        let ports = items.iter().enumerate();
+        ports
+            .filter_map(|(i, item)| self.port(i, item, &mut seen))
+            .collect()
+    }
+
+    /// One `[[ports]]` entry; `seen` maps names to the index that first used them.
+    fn port(&mut self, index: usize, v: &Item<'_>, seen: &mut HashMap<String, usize>) -> Option<PortSpec> {
+        let field = format!("ports[{index}]");
+        let table = self.table(v, &field, "{ name = \"http\" }")?;
+        self.unknown_keys(table, &field, Place::Port);
+        let name_field = format!("{field}.name");
+        let item = self.required(table, &v.span(), &name_field, "name = \"http\"")?;
+        let name = self.string(item, &name_field, "name = \"http\"")?;
+        let name = self.check(item.span(), &name_field, port_name(name, seen))?;
+        seen.insert(name.clone(), index);
+        Some(PortSpec { name })
+    }
+
+    /// Passes on `result`'s value, or reports its message at `span`.
+    fn check<T>(&mut self, span: Range<usize>, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.report(span, field, message)).ok()
+    }
+
+    /// A string, or a problem naming the expected type. `example` is TOML, or "" to hint at
+    /// quoting a scalar instead.
+    fn string<'v>(&mut self, v: &'v Item<'_>, field: &str, example: &str) -> Option<&'v str> {
+        if let Some(s) = v.get_ref().as_str() {
+            return Some(s);
+        }
+        let hint = match v.get_ref() {
+            DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                format!("; quote it: \"{}\"", self.source(v))
+            }
+            _ if example.is_empty() => String::new(),
+            _ => format!("; e.g. {example}"),
+        };
+        self.wrong_type(v, field, "a string", &hint);
+        None
+    }
+
+    fn table<'v>(&mut self, v: &'v Item<'_>, field: &str, example: &str) -> Option<&'v DeTable<'v>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.wrong_type(v, field, "a table", &format!("; e.g. {example}"));
+                None
+            }
+        }
+    }
+
+    /// A whole number within `range`, or a problem saying which numbers would do.
+    fn whole(
+        &mut self,
+        v: &Item<'_>,
+        field: &str,
+        range: std::ops::RangeInclusive<u32>,
+        example: &str,
+    ) -> Option<u32> {
+        let (lo, hi) = (*range.start(), *range.end());
+        let use_range = format!("use a whole number from {lo} to {hi}");
+        let src = self.source(v);
+        let message = match v.get_ref() {
+            DeValue::Integer(i) => match int_value(i) {
+                Some(n) => match u32::try_from(n) {
+                    Ok(n) if range.contains(&n) => return Some(n),
+                    _ if n < 0 => format!("{src} is negative; {use_range}"),
+                    _ if n < i128::from(lo) => {
+                        format!("{src} is less than the minimum of {lo}; {use_range}")
+                    }
+                    _ => format!("{src} is more than the maximum of {hi}; {use_range}"),
+                },
+                None if i.as_str().starts_with('-') => format!("{src} is negative; {use_range}"),
+                None => format!("{src} is more than the maximum of {hi}; {use_range}"),
+            },
+            DeValue::Float(_) => format!("expected an integer, found float {src}; {use_range}"),
+            DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
+                format!("expected an integer, found string {src}; remove the quotes")
+            }
+            _ => {
+                self.wrong_type(v, field, "an integer", &format!("; e.g. {example}"));
+                return None;
+            }
+        };
+        self.report(v.span(), field, message);
+        None
+    }
+
+    fn wrong_type(&mut self, v: &Item<'_>, field: &str, expected: &str, hint: &str) {
+        let message = format!("expected {expected}, found {}{hint}", self.describe(v));
+        self.report(v.span(), field, message);
+    }
+
+    /// "integer 5", "string \"x\"", "an array": the type, and the value as written when short.
+    fn describe(&self, v: &Item<'_>) -> String {
+        let kind = match v.get_ref() {
+            DeValue::String(_) => "string",
+            DeValue::Integer(_) => "integer",
+            DeValue::Float(_) => "float",
+            DeValue::Boolean(_) => "boolean",
+            DeValue::Datetime(_) => "datetime",
+            DeValue::Array(_) => return "an array".to_owned(),
+            DeValue::Table(_) => return "a table".to_owned(),
+        };
+        format!("{kind} {}", self.source(v))
+    }
+
+    /// The value as written in the file, first line only and shortened.
+    fn source(&self, v: &Item<'_>) -> String {
+        let written = self.text.get(v.span()).unwrap_or_default();
+        shorten(written.lines().next().unwrap_or_default())
+    }
+}
+
+fn job_name(s: &str) -> Result<String, String> {
+    match job_name_problem(s) {
+        None => Ok(s.to_owned()),
+        Some(why) => Err(format!(
+            "{} {why}; {NAME_RULE}, e.g. {:?}",
+            quote(s),
+            suggest_name(s)
+        )),
+    }
+}
+
+fn job_kind(s: &str) -> Result<JobKind, String> {
+    match s {
+        "service" => Ok(JobKind::Service),
+        "batch" => Ok(JobKind::Batch),
+        _ => Err(format!(
+            "{} is not a job kind; use \"service\" or \"batch\"",
+            quote(s)
+        )),
+    }
+}
+
+/// `n` instances for a job of `kind` (`None` when the kind is itself invalid).
+fn instances_for(kind: Option<JobKind>, n: u32) -> Result<u32, String> {
+    if n == 0 && kind == Some(JobKind::Batch) {
+        return Err(format!(
+            "a batch job runs at least 1 instance; use 1 to {MAX_INSTANCES} (0 is for scaling a \
+             service down)"
+        ));
+    }
+    Ok(n)
+}
+
+/// Argument `index` of the command.
+fn argument(index: usize, s: &str) -> Result<String, String> {
+    if let Some(at) = s.chars().position(|c| c == '\0') {
+        return Err(format!(
+            "contains a NUL character at character {}; a process cannot receive NUL in its \
+             arguments, so remove it",
+            at + 1
+        ));
+    }
+    if index == 0 && s.trim().is_empty() {
+        let message = "the program is empty; name an executable, e.g. \"/bin/sh\" or \"./server\"";
+        return Err(message.to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+fn env_name(name: &str) -> Result<(), String> {
+    if let Some(why) = env_name_problem(name) {
+        Err(format!("{} {why}; {ENV_RULE}", quote(name)))
+    } else if name == "PORT" {
+        Err(
+            "PORT is set by the agent to the job's first port; remove it and read $PORT in the \
+             command instead"
+                .to_owned(),
+        )
+    } else if name.starts_with("PORT_") {
+        Err(format!(
+            "{name} is reserved: the agent sets PORT_<NAME> for each [[ports]] entry; rename the \
+             variable"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn env_value(s: &str) -> Result<String, String> {
+    if s.contains('\0') {
+        let message = "contains a NUL character; environment values cannot hold NUL, so remove it";
+        return Err(message.to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+/// `cores` when it is a valid CPU request; `written` is the value as the file spells it.
+fn cores_in_range(cores: f64, written: &str) -> Result<f64, String> {
+    let why = if cores.is_nan() {
+        "is not a number"
+    } else if cores <= 0.0 {
+        "is not above 0"
+    } else if cores > MAX_CPU {
+        "is more than the maximum of 1024"
+    } else {
+        return Ok(cores);
+    };
+    Err(format!(
+        "{written} {why}; use a number of cores above 0 and at most 1024, e.g. 0.5 or 2"
+    ))
+}
+
+/// `bytes` when it meets the minimum; `bare` says the file gave a plain integer.
+fn memory_at_least_min(bytes: u64, bare: bool) -> Result<u64, String> {
+    if bytes >= MIN_MEMORY {
+        return Ok(bytes);
+    }
+    let min = format_memory(MIN_MEMORY);
+    let mut message = format!(
+        "{} is less than the minimum of {min}; ask for at least \"{min}\"",
+        format_memory(bytes)
+    );
+    // `memory = 512` usually means 512MiB.
+    if bare && bytes < 1 << 20 {
+        message += &format!(" (a bare integer counts bytes; write \"{bytes}MiB\" for mebibytes)");
+    }
+    Err(message)
+}
+
+fn restart_policy(s: &str) -> Result<RestartPolicy, String> {
+    match s {
+        "always" => Ok(RestartPolicy::Always),
+        "on-failure" => Ok(RestartPolicy::OnFailure),
+        "never" => Ok(RestartPolicy::Never),
+        _ => Err(format!(
+            "{} is not a restart policy; use \"always\", \"on-failure\" or \"never\"",
+            quote(s)
+        )),
+    }
+}
+
+fn restart_delay(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
+    if (MIN_DELAY..=MAX_DELAY).contains(&d) {
+        return Ok(d);
+    }
+    let (min, max) = (format_duration(MIN_DELAY), format_duration(MAX_DELAY));
+    Err(format!(
+        "{} is outside {min:?}..={max:?}; use a delay from {min} to {max}, e.g. \"1s\"",
+        quote(s)
+    ))
+}
+
+/// A port's name, unless it is invalid or already in `seen`.
+fn port_name(name: &str, seen: &HashMap<String, usize>) -> Result<String, String> {
+    if let Some(why) = port_name_problem(name) {
+        return Err(format!("{} {why}; {PORT_NAME_RULE}, e.g. \"http\"", quote(name)));
+    }
+    if let Some(first) = seen.get(name) {
+        return Err(format!(
+            "{} is already the name of ports[{first}]; port names are unique within a job",
+            quote(name)
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Why a job name is invalid, or `None` when it is fine.
+fn job_name_problem(name: &str) -> Option<String> {
+    if let Some(why) = port_name_problem(name) {
+        return Some(why);
+    }
+    match name.chars().next() {
+        Some(c) if !c.is_ascii_lowercase() => Some(format!("starts with {c:?}")),
+        _ if name.ends_with('-') => Some("ends with '-'".to_owned()),
+        _ => None,
+    }
+}
+
+/// Why a port name is invalid (also the job name's character and length rules).
+fn port_name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let len = name.chars().count();
+    if name.is_empty() {
+        Some("is empty".to_owned())
+    } else if let Some((i, c)) = name.chars().enumerate().find(|&(_, c)| !allowed(c)) {
+        Some(format!("has {c:?} at character {}", i + 1))
+    } else if len > MAX_NAME_LEN {
+        Some(format!("is {len} characters long"))
+    } else {
+        None
+    }
+}
+
+/// Why an environment variable name is invalid, or `None` when it is fine.
+fn env_name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    match name.chars().next() {
+        None => Some("is empty".to_owned()),
+        Some(c) if c.is_ascii_digit() => Some(format!("starts with the digit {c:?}")),
+        _ => {
+            let (i, c) = name.chars().enumerate().find(|&(_, c)| !allowed(c))?;
+            Some(format!("has {c:?} at character {}", i + 1))
+        }
+    }
+}
+
+/// A valid job name close to `name`, for the message that rejects it.
+fn suggest_name(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let start = mapped.trim_start_matches(|c: char| !c.is_ascii_lowercase());
+    let cut: String = start.chars().take(MAX_NAME_LEN).collect();
+    match cut.trim_end_matches('-') {
+        "" => "web".to_owned(),
+        s => s.to_owned(),
+    }
+}
+
+fn unknown_key_message(key: &str, here: Place) -> String {
+    let candidate = closest(key, here.keys())
+        .or_else(|| synonym(key))
+        .or_else(|| PLACES.iter().find_map(|p| closest(key, p.keys())));
+    let Some(candidate) = candidate else {
+        let valid: Vec<String> = here.keys().iter().map(|k| format!("{k:?}")).collect();
+        return format!(
+            "unknown key {key:?}; valid keys in {} are {}",
+            here.label(),
+            valid.join(", ")
+        );
+    };
+    if here.keys().contains(&candidate) {
+        return format!("unknown key {key:?}; did you mean {candidate:?}?");
+    }
+    let home = PLACES
+        .into_iter()
+        .find(|p| p.keys().contains(&candidate))
+        .unwrap_or(Place::Top);
+    let guess = if candidate == key {
+        format!("{key:?} belongs in {}, not {}", home.label(), here.label())
+    } else {
+        format!("did you mean {candidate:?}? it belongs in {}", home.label())
+    };
+    let fix = match home {
+        Place::Top => {
+            "move it above the first [table] header, since keys below a header belong to that table"
+        }
+        _ => "move it under that header",
+    };
+    format!("unknown key {key:?}; {guess}; {fix}")
+}
+
+fn synonym(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    SYNONYMS.iter().find(|(from, _)| *from == key).map(|&(_, to)| to)
+}
+
+/// The known key nearest `key` by edit distance, ignoring case, when near enough to be a typo.
+fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let limit = if key.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, k), *k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
+/// swaps each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut d: Vec<usize> = (0..(a.len() + 1) * width)
+        .map(|i| if i < width { i } else { 0 })
+        .collect();
+    for i in 1..=a.len() {
+        d[i * width] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
+}
+
+/// A TOML integer as bytes.
+fn integer_bytes(i: &DeInteger<'_>) -> Result<u64, String> {
+    let use_forms = "use a size with a unit, e.g. \"128MiB\"";
+    match int_value(i) {
+        Some(n) if n < 0 => Err(format!("{n} is negative; {use_forms}")),
+        Some(n) => u64::try_from(n).map_err(|_| format!("{n} bytes is too large; {use_forms}")),
+        None if i.as_str().starts_with('-') => Err(format!("{} is negative; {use_forms}", i.as_str())),
+        None => Err(format!("{} bytes is too large; {use_forms}", i.as_str())),
+    }
+}
+
+/// A TOML integer's value; `None` when it does not fit in an `i128` (TOML allows any length;
+/// the parser leaves range checks to us).
+fn int_value(i: &DeInteger<'_>) -> Option<i128> {
+    i128::from_str_radix(i.as_str(), i.radix()).ok()
+}
+
+/// A user's string, quoted for a message and cut short when long.
+fn quote(s: &str) -> String {
+    format!("{:?}", shorten_chars(s, 40))
+}
+
+fn shorten(s: &str) -> String {
+    shorten_chars(s, 60)
+}
+
+fn shorten_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut cut: String = s.chars().take(max).collect();
+    cut.push('…');
+    cut
+}
+
+/// `prefix.key`, or `key` at the top level.
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
