@@ -1,1 +1,90 @@
-fn main() {}
+//! `cargo xtask`: paved's dev tasks, needing nothing but cargo.
+//!
+//! - `cargo xtask test`: installs what the tests need when missing, then runs every test.
+//! - `cargo xtask tidy`: rustfmt and clippy, as CI checks them.
+//! - `cargo xtask bench api`: API throughput and latency against a real `paved up`.
+//! - `cargo xtask bench idle`: memory and CPU of an idle `paved up`.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["test", rest @ ..] => test(rest),
+        ["tidy"] => tidy(),
+        ["bench", "api"] => bench::api(&root()?),
+        ["bench", "idle"] => bench::idle(&root()?),
+        _ => {
+            eprintln!("usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle>");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The tools the test suite runs, as (command, Debian package).
+const TEST_TOOLS: &[(&str, &str)] = &[("python3", "python3")];
+
+fn test(extra: &[&str]) -> anyhow::Result<()> {
+    install_missing(TEST_TOOLS)?;
+    let mut cmd = cargo();
+    cmd.current_dir(root()?)
+        .args(["test", "--workspace", "--all-targets"])
+        .args(extra);
+    run(&mut cmd)
+}
+
+fn tidy() -> anyhow::Result<()> {
+    let root = root()?;
+    run(cargo().current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo()
+        .current_dir(&root)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+}
+
+/// Installs, with apt-get, each tool that is not on PATH. Needs root, as on CI.
+fn install_missing(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing test dependencies: {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+    .context("cannot install test dependencies; install them by hand or run as root")
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(cmd).is_file()))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn root() -> anyhow::Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Ok(dir
+        .parent()
+        .context("xtask lives inside the workspace")?
+        .to_path_buf())
+}

@@ -8,5 +8,4 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every paved .proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/paved_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/paved_descriptor.bin"));

@@ -1,1 +1,18 @@
-//! placeholder
+//! paved's control plane: the API (gRPC and JSON on one port, behind bearer tokens), the store
+//! schema, and the reconciler that converges jobs toward their desired tasks.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod convert;
+pub mod env;
+pub mod error;
+pub mod http;
+pub mod reconcile;
+pub mod repo;
+pub mod server;
+
+pub use api::{Api, LogSource, ServerInfo};
+pub use env::{Clock, Ids, SystemClock};
+pub use error::ApiError;
+pub use repo::Repo;

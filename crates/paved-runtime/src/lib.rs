@@ -1,1 +1,158 @@
-//! placeholder
+//! Runs tasks: the `Runtime` trait the agent drives, and its first backend, [`ProcessRuntime`],
+//! which runs each task as a plain process group under a shim so the task outlives the agent.
+//!
+//! Every task gets a shim: the `paved` binary re-executed as `paved __shim <task-dir>` (entry
+//! point [`shim_main`]). The shim, not the agent, is the task's parent: it copies the task's
+//! output into size-capped logs, reaps it, and records its true exit status on disk. An agent
+//! that is killed and restarted re-adopts the task from its [`TaskRecord`] and still learns how it
+//! ended. Runtime and shim talk only through files in the task directory:
+//!
+//! | file | written by | when |
+//! |---|---|---|
+//! | `spec.json` | runtime | before the shim starts: the [`TaskSpec`] |
+//! | `pid` | shim | once the task runs: its pid, written atomically |
+//! | `exit.json` | shim | once the task ended (or failed to start): its [`ExitStatus`], fsynced |
+//! | `stdout.log`, `stderr.log` (+ `.1`) | shim | while the task runs, rotated at the cap |
+//!
+//! **Invariant:** a task never depends on the agent process: no parent-death signal, its own
+//! session, and nothing the shim needs lives in the agent's memory.
+
+pub mod conformance;
+pub mod error;
+pub mod logs;
+pub mod process;
+mod procfs;
+pub mod shim;
+mod task_dir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use error::RuntimeError;
+pub use process::ProcessRuntime;
+pub use shim::shim_main;
+
+/// What to run; the agent builds it, the runtime hands it to the shim as `spec.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    /// argv; `command[0]` is looked up in the task's `PATH` when it has no `/`, and taken relative
+    /// to `dir` when it is a relative path.
+    pub command: Vec<String>,
+    /// The task's whole environment, plus `PATH` (a standard system path) and `HOME` (the task
+    /// directory) when absent.
+    pub env: BTreeMap<String, String>,
+    /// Task directory, created by the runtime: the task's working directory, and home of its logs
+    /// and of the shim's files.
+    pub dir: PathBuf,
+    /// Cap per log stream; a log that reaches it rotates to `<name>.1`, one old generation kept.
+    /// 0 means no cap.
+    pub log_limit_bytes: u64,
+}
+
+/// What the agent persists about a started task and gives back after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    /// The task directory, made absolute.
+    pub dir: PathBuf,
+    /// The task's process, leader of its own process group.
+    pub pid: u32,
+    pub shim_pid: u32,
+    /// Field 22 of `/proc/<shim_pid>/stat`, so a reused pid is not mistaken for the shim.
+    pub shim_start_time: u64,
+    /// Name of the runtime that started the task (`"process"`).
+    pub runtime: String,
+}
+
+/// How a task ended: an exit code, a terminating signal, or an error when it never ran or its
+/// end could not be observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// e.g. `cannot start: No such file or directory (os error 2): ./server`, or
+    /// `shim died without recording an exit status`.
+    pub error: Option<String>,
+}
+
+/// One of a task's two output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What re-adoption finds behind a [`TaskRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The shim is alive: `wait` will report how the task ends.
+    Running,
+    /// The task ended while nobody watched; this is how.
+    Exited(ExitStatus),
+    /// Neither the shim nor an exit status is left: the task is lost (host rebooted, directory
+    /// removed, shim killed).
+    Gone,
+}
+
+/// A way of running tasks. Every backend passes the suite in [`conformance`].
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Starts the task; returns once its process runs, or an error saying why it cannot start
+    /// (command not found, not executable, task directory not writable).
+    async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError>;
+
+    /// Resolves when the task has ended, with its true status; works for tasks this instance
+    /// started and for re-adopted ones alike.
+    async fn wait(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError>;
+
+    /// Sends `signal` to the task's whole process group. Succeeds without doing anything when
+    /// nothing of the task is left to signal, so stopping a task twice is harmless.
+    async fn signal(&self, record: &TaskRecord, signal: i32) -> Result<(), RuntimeError>;
+
+    /// Whether the task behind `record` still runs, ended with a recorded status, or is gone.
+    async fn probe(&self, record: &TaskRecord) -> Probe;
+
+    /// Kills whatever of the task is left and removes the shim's files; keeps the logs and the
+    /// recorded exit status. Call it after `wait`.
+    async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError>;
+}
+
+impl ExitStatus {
+    /// Whether the task ran and exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.error.is_none()
+    }
+
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
+        ExitStatus {
+            code: None,
+            signal: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+impl Stream {
+    /// The log file name in the task directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout.log",
+            Stream::Stderr => "stderr.log",
+        }
+    }
+
+    /// The name of the previous generation, kept after a rotation.
+    pub fn rotated_file_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout.log.1",
+            Stream::Stderr => "stderr.log.1",
+        }
+    }
+}

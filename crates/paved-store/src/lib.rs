@@ -14,7 +14,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbOptions, RedbStore};
 
 /// A stored value with its revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +41,15 @@ pub enum Expect {
 /// One write of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8>, expect: Expect },
-    Delete { key: String, expect: Expect },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+    },
 }
 
 /// A committed change, as a watch delivers it.
@@ -76,7 +83,9 @@ pub enum StoreError {
     },
     /// The watch asked for history the store no longer keeps. List again, then watch from the
     /// revision the list returned.
-    #[error("revision {requested} is compacted (oldest kept: {oldest}); list again and watch from its revision")]
+    #[error(
+        "revision {requested} is compacted (oldest kept: {oldest}); list again and watch from its revision"
+    )]
     Compacted { requested: u64, oldest: u64 },
     /// A watcher fell too far behind the writers and was dropped; it should list again.
     #[error("watch fell behind the writers; list again and watch from its revision")]
@@ -86,7 +95,9 @@ pub enum StoreError {
     /// The data file cannot be opened: in use by another process, corrupted, or not a paved store.
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
-    /// The backend failed (disk full, I/O error). The write was not applied.
+    /// The backend failed (disk full, I/O error). The write was not acknowledged: when the
+    /// failure hit the commit itself, it may or may not have been applied, so read before
+    /// retrying. A retry helps only once the cause (disk space, hardware) is fixed.
     #[error("store backend error: {0}")]
     Backend(String),
     #[error("store is closed")]
@@ -95,7 +106,7 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The value at `key`, if any.
+    /// The value at `key`, if any. An empty key is `InvalidKey`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 
     /// Every key starting with `prefix`, in key order, and the store revision the list reflects
@@ -105,10 +116,16 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every op or none: if any `expect` fails, nothing is written and the first failing
     /// compare is returned as `Conflict`. Returns the revision of the commit; all ops of one
     /// transaction share it. Durable when it returns: a crash after `Ok` loses nothing.
+    ///
+    /// Keys must be non-empty and appear at most once per transaction (`InvalidKey`), see
+    /// [`validate_txn`]. A transaction that changes nothing (no ops, or only deletes of absent
+    /// keys) takes no new revision: it returns the current one and no watcher sees it.
     async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError>;
 
     /// Every change to keys starting with `prefix` with a revision greater than `after`, then
-    /// every later change as it commits.
+    /// every later change as it commits. `after = 0` replays all kept history; `after` ahead of
+    /// the store is fine (the stream waits). When history after `after` is compacted the error
+    /// `Compacted` comes either from this call or as the stream's first item, by backend.
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, StoreError>;
 
     /// The revision of the latest commit (0 for an empty store).
@@ -140,6 +157,44 @@ impl Op {
             Op::Put { expect, .. } | Op::Delete { expect, .. } => *expect,
         }
     }
+}
+
+impl Expect {
+    /// Whether the compare holds when the key's `mod_revision` is `found` (`None`: absent).
+    pub fn matches(self, found: Option<u64>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => found.is_none(),
+            Expect::Revision(revision) => found == Some(revision),
+        }
+    }
+}
+
+/// Rejects an empty key: every backend refuses it the same way.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey {
+            key: String::new(),
+            reason: "keys must not be empty",
+        });
+    }
+    Ok(())
+}
+
+/// Rejects a transaction with an empty key or a key named twice: the ops of one transaction
+/// then never depend on their order (etcd refuses duplicates too).
+pub fn validate_txn(ops: &[Op]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        validate_key(op.key())?;
+        if !seen.insert(op.key()) {
+            return Err(StoreError::InvalidKey {
+                key: op.key().to_owned(),
+                reason: "appears more than once in one transaction; merge the ops",
+            });
+        }
+    }
+    Ok(())
 }
 
 impl StoreError {

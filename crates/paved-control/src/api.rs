@@ -1,0 +1,582 @@
+//! The API handlers: one implementation of each gRPC service. The JSON API (`http.rs`) calls
+//! these same methods, so both speak one model.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, stream::BoxStream};
+use paved_api::v1::{
+    self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
+};
+use paved_types::{DEFAULT_TENANT, Job, JobKind, JobState, Task, TaskState, parse_manifest};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::env::{Clock, Ids};
+use crate::error::ApiError;
+use crate::reconcile::stop_task;
+use crate::repo::{Change, Repo, Versioned};
+
+/// Where task logs come from: the agent that ran the task.
+#[async_trait]
+pub trait LogSource: Send + Sync + 'static {
+    async fn open(
+        &self,
+        task: &Task,
+        stderr: bool,
+        tail_bytes: u64,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<Bytes, String>>, ApiError>;
+}
+
+/// Facts about this server for `GetStatus`.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub started_at_ms: u64,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    repo: Repo,
+    clock: Arc<dyn Clock>,
+    ids: Ids,
+    logs: Option<Arc<dyn LogSource>>,
+    info: ServerInfo,
+    /// Pokes the reconciler after a write, so tasks follow a change at once.
+    wake: Arc<Notify>,
+}
+
+/// Largest instance count a job may ask for.
+pub const MAX_INSTANCES: u32 = 10_000;
+/// Largest manifest accepted, in bytes.
+const MAX_MANIFEST: usize = 1 << 20;
+
+type ApiResult<T> = Result<Response<T>, Status>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+impl Api {
+    pub fn new(
+        repo: Repo,
+        clock: Arc<dyn Clock>,
+        ids: Ids,
+        logs: Option<Arc<dyn LogSource>>,
+        info: ServerInfo,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Api {
+            inner: Arc::new(Inner {
+                repo,
+                clock,
+                ids,
+                logs,
+                info,
+                wake,
+            }),
+        }
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.inner.repo
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Finds a job by id or by name.
+    pub async fn resolve_job(&self, job: &str) -> Result<Versioned<Job>, ApiError> {
+        let repo = &self.inner.repo;
+        if job.is_empty() {
+            return Err(ApiError::invalid("job", "empty; give a job id or name"));
+        }
+        if let Some(found) = repo.job_by_id(job).await? {
+            return Ok(found);
+        }
+        repo.job_by_name(DEFAULT_TENANT, job)
+            .await?
+            .ok_or(ApiError::NotFound {
+                what: "job",
+                name: job.to_owned(),
+                hint: "`paved jobs` lists jobs",
+            })
+    }
+
+    /// Finds a task by id, by `job/index`, or by job name (its live task with the lowest
+    /// index, else its newest).
+    pub async fn resolve_task(&self, task: &str) -> Result<Task, ApiError> {
+        let not_found = || ApiError::NotFound {
+            what: "task",
+            name: task.to_owned(),
+            hint: "`paved tasks` lists tasks; name one by id, job name or job/index",
+        };
+        if let Some(found) = self.inner.repo.task(task).await? {
+            return Ok(found.value);
+        }
+        let (job, index) = match task.rsplit_once('/') {
+            Some((job, index)) => (job, Some(index.parse::<u32>().map_err(|_| not_found())?)),
+            None => (task, None),
+        };
+        let job = self.resolve_job(job).await.map_err(|_| not_found())?;
+        let mut tasks: Vec<Task> = self
+            .inner
+            .repo
+            .tasks_of(&job.value.id)
+            .await?
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        tasks.retain(|t| index.is_none_or(|i| t.index == i));
+        tasks.sort_by_key(|t| {
+            (
+                t.state.is_terminal(),
+                if t.state.is_terminal() { 0 } else { t.index },
+                u64::MAX - t.created_at_ms,
+            )
+        });
+        tasks.into_iter().next().ok_or_else(not_found)
+    }
+
+    async fn job_message(&self, job: &Job) -> Result<pb::Job, ApiError> {
+        let tasks: Vec<Task> = self
+            .inner
+            .repo
+            .tasks_of(&job.id)
+            .await?
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        Ok(convert::job(job, &tasks))
+    }
+
+    async fn create(&self, req: pb::CreateJobRequest) -> Result<pb::Job, ApiError> {
+        let spec = parse_request_manifest(&req.source, &req.manifest)?;
+        let repo = &self.inner.repo;
+        let existing = repo.job_by_name(DEFAULT_TENANT, &spec.name).await?;
+        if let Some(old) = existing.as_ref().filter(|old| !old.value.state.is_terminal()) {
+            return Err(ApiError::AlreadyExists(format!(
+                "job {:?} already exists ({}); kill it first (`paved kill {}`) or choose another name",
+                spec.name,
+                old.value.state.as_str(),
+                spec.name
+            )));
+        }
+        let now = self.now();
+        let job = Job {
+            id: self.inner.ids.job_id(),
+            tenant: DEFAULT_TENANT.to_owned(),
+            spec,
+            state: JobState::Pending,
+            reason: "waiting for tasks to be placed".to_owned(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        repo.create_job(&job, existing.map(|e| e.revision))
+            .await
+            .map_err(|e| match e {
+                crate::repo::RepoError::Store(paved_store::StoreError::Conflict { .. }) => {
+                    ApiError::AlreadyExists(format!(
+                        "job {:?} was created concurrently; retry",
+                        job.spec.name
+                    ))
+                }
+                other => other.into(),
+            })?;
+        tracing::info!(job = %job.spec.name, id = %job.id, kind = job.spec.kind.as_str(), "job created");
+        self.inner.wake.notify_one();
+        Ok(convert::job(&job, &[]))
+    }
+
+    async fn scale(&self, req: pb::ScaleJobRequest) -> Result<pb::Job, ApiError> {
+        if req.instances > MAX_INSTANCES {
+            return Err(ApiError::invalid(
+                "instances",
+                format!("{} is too many; at most {MAX_INSTANCES}", req.instances),
+            ));
+        }
+        let found = self.resolve_job(&req.job).await?;
+        let mut refused = None;
+        let updated = self
+            .inner
+            .repo
+            .update_job(&found.value, |j| {
+                if j.id != found.value.id || j.state.is_terminal() {
+                    refused = Some(format!(
+                        "job {} is {}; only a live job can be scaled",
+                        j.spec.name,
+                        j.state.as_str()
+                    ));
+                    return Ok(Change::Keep);
+                }
+                if j.spec.kind == JobKind::Batch {
+                    refused = Some(format!(
+                        "job {} is a batch job; batch jobs run a fixed number of tasks",
+                        j.spec.name
+                    ));
+                    return Ok(Change::Keep);
+                }
+                j.spec.instances = req.instances;
+                Ok(Change::Write)
+            })
+            .await?;
+        if let Some(msg) = refused {
+            return Err(ApiError::FailedPrecondition(msg));
+        }
+        let job = updated.ok_or_else(|| ApiError::FailedPrecondition("job vanished; retry".into()))?;
+        self.inner.wake.notify_one();
+        self.job_message(&job).await
+    }
+
+    async fn kill(&self, req: pb::KillJobRequest) -> Result<pb::Job, ApiError> {
+        let found = self.resolve_job(&req.job).await?;
+        let now = self.now();
+        let job = self
+            .inner
+            .repo
+            .update_job(&found.value, |j| {
+                if j.state.is_terminal() {
+                    return Ok(Change::Keep);
+                }
+                j.state = JobState::Killed;
+                j.reason = "killed by a user".to_owned();
+                j.updated_at_ms = now;
+                Ok(Change::Write)
+            })
+            .await?
+            .unwrap_or(found.value);
+        for task in self.inner.repo.tasks_of(&job.id).await? {
+            stop_task(&self.inner.repo, &task.value.id, "job killed", now).await?;
+        }
+        tracing::info!(job = %job.spec.name, "job killed");
+        self.inner.wake.notify_one();
+        self.job_message(&job).await
+    }
+
+    async fn list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse, ApiError> {
+        for s in &req.states {
+            if !["pending", "running", "complete", "failed", "killed"].contains(&s.as_str()) {
+                return Err(ApiError::invalid(
+                    "states",
+                    format!("{s:?} is not a job state; use pending, running, complete, failed or killed"),
+                ));
+            }
+        }
+        let mut by_job: HashMap<String, Vec<Task>> = HashMap::new();
+        for t in self.inner.repo.tasks().await? {
+            by_job.entry(t.value.job_id.clone()).or_default().push(t.value);
+        }
+        let mut jobs: Vec<pb::Job> = self
+            .inner
+            .repo
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| req.states.is_empty() || req.states.iter().any(|s| s == j.value.state.as_str()))
+            .map(|j| convert::job(&j.value, by_job.get(&j.value.id).map_or(&[], Vec::as_slice)))
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
+        Ok(pb::ListJobsResponse { jobs })
+    }
+
+    async fn list_tasks(&self, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
+        let states: Vec<TaskState> = req
+            .states
+            .iter()
+            .map(|s| TaskState::parse(s).ok_or_else(|| ApiError::invalid("states", format!("{s:?} is not a task state; use one of pending, starting, running, restarting, exited, failed, killed, lost"))))
+            .collect::<Result<_, _>>()?;
+        let tasks = if req.job.is_empty() {
+            self.inner.repo.tasks().await?
+        } else {
+            let job = self.resolve_job(&req.job).await?;
+            self.inner.repo.tasks_of(&job.value.id).await?
+        };
+        let mut tasks: Vec<Task> = tasks
+            .into_iter()
+            .map(|t| t.value)
+            .filter(|t| states.is_empty() || states.contains(&t.state))
+            .collect();
+        tasks.sort_by(|a, b| {
+            (&a.job_name, a.index, a.created_at_ms).cmp(&(&b.job_name, b.index, b.created_at_ms))
+        });
+        Ok(pb::ListTasksResponse {
+            tasks: tasks.iter().map(convert::task).collect(),
+        })
+    }
+
+    async fn kill_task(&self, req: pb::KillTaskRequest) -> Result<pb::Task, ApiError> {
+        let task = self.resolve_task(&req.task).await?;
+        let stopped = stop_task(&self.inner.repo, &task.id, "killed by a user", self.now()).await?;
+        self.inner.wake.notify_one();
+        Ok(convert::task(&stopped.unwrap_or(task)))
+    }
+
+    async fn status(&self) -> Result<pb::Status, ApiError> {
+        let repo = &self.inner.repo;
+        let mut jobs_by_state: HashMap<String, u32> = HashMap::new();
+        for j in repo.jobs().await? {
+            *jobs_by_state
+                .entry(j.value.state.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let mut tasks_by_state: HashMap<String, u32> = HashMap::new();
+        for t in repo.tasks().await? {
+            *tasks_by_state
+                .entry(t.value.state.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let info = &self.inner.info;
+        Ok(pb::Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_ms: self.now().saturating_sub(info.started_at_ms),
+            store: repo.store().describe(),
+            store_revision: repo
+                .store()
+                .revision()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?,
+            data_dir: info.data_dir.display().to_string(),
+            jobs_by_state,
+            tasks_by_state,
+            nodes: u32::try_from(repo.nodes().await?.len()).unwrap_or(u32::MAX),
+            listen: info.listen.clone(),
+        })
+    }
+
+    /// A snapshot of the watched jobs, then an event after every change to them or their tasks.
+    async fn watch(&self, req: pb::WatchJobsRequest) -> Result<EventStream, ApiError> {
+        let only = if req.job.is_empty() {
+            None
+        } else {
+            Some(self.resolve_job(&req.job).await?.value.id)
+        };
+        let store = self.inner.repo.store().clone();
+        let from = store
+            .revision()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let mut changes = store
+            .watch("/", from)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(64);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut kind = "snapshot";
+            loop {
+                for job in api.inner.repo.jobs().await.unwrap_or_default() {
+                    if only.as_ref().is_some_and(|id| *id != job.value.id) {
+                        continue;
+                    }
+                    let tasks: Vec<Task> = api
+                        .inner
+                        .repo
+                        .tasks_of(&job.value.id)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| t.value)
+                        .collect();
+                    let event = pb::JobEvent {
+                        kind: kind.to_owned(),
+                        job: Some(convert::job(&job.value, &tasks)),
+                        tasks: tasks.iter().map(convert::task).collect(),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                kind = "updated";
+                if !next_relevant(&mut changes, only.as_deref()).await {
+                    let _ = tx
+                        .send(Err(Status::unavailable("watch ended; watch again")))
+                        .await;
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn logs(&self, req: pb::StreamLogsRequest) -> Result<LogStream, ApiError> {
+        let stderr = match req.stream.as_str() {
+            "" | "stdout" => false,
+            "stderr" => true,
+            other => {
+                return Err(ApiError::invalid(
+                    "stream",
+                    format!("{other:?} is not a log stream; use stdout or stderr"),
+                ));
+            }
+        };
+        let task = self.resolve_task(&req.task).await?;
+        let source = self.inner.logs.as_ref().ok_or_else(|| {
+            ApiError::FailedPrecondition("this server runs no agent and cannot read task logs".into())
+        })?;
+        let mut chunks = source.open(&task, stderr, req.tail_bytes, req.follow).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let repo = self.inner.repo.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(Duration::from_millis(500));
+            let mut ending = false;
+            loop {
+                tokio::select! {
+                    chunk = chunks.next() => match chunk {
+                        Some(Ok(data)) => if tx.send(Ok(pb::LogChunk { data: data.to_vec() })).await.is_err() { return },
+                        Some(Err(e)) => { let _ = tx.send(Err(Status::unavailable(e))).await; return }
+                        None => return,
+                    },
+                    _ = check.tick(), if req.follow => {
+                        // Following a task that has ended: give its last writes one more tick.
+                        if ending { return }
+                        ending = matches!(repo.task(&task.id).await, Ok(Some(t)) if t.value.state.is_terminal());
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// Parses a manifest arriving over the API, with limits on what the network may send.
+fn parse_request_manifest(source: &str, manifest: &str) -> Result<paved_types::JobSpec, ApiError> {
+    if manifest.len() > MAX_MANIFEST {
+        return Err(ApiError::invalid(
+            "manifest",
+            format!("{} bytes is too large; at most {MAX_MANIFEST}", manifest.len()),
+        ));
+    }
+    let source = if source.is_empty() { "manifest" } else { source };
+    Ok(parse_manifest(source, manifest)?)
+}
+
+/// Waits for a change to jobs or to the watched job's tasks; false once the watch ends.
+async fn next_relevant(changes: &mut paved_store::WatchStream, only: Option<&str>) -> bool {
+    while let Some(event) = changes.next().await {
+        let Ok(event) = event else { return false };
+        let relevant = match only {
+            None => event.key.starts_with(crate::repo::JOBS) || event.key.starts_with(crate::repo::TASKS),
+            Some(id) => {
+                event.key.starts_with(crate::repo::JOBS)
+                    || event.key.starts_with(&format!("{}{id}/", crate::repo::TASKS))
+            }
+        };
+        if relevant {
+            return true;
+        }
+    }
+    false
+}
+
+#[async_trait]
+impl Jobs for Api {
+    async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> ApiResult<pb::Job> {
+        Ok(Response::new(self.create(req.into_inner()).await?))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> ApiResult<pb::Job> {
+        let job = self.resolve_job(&req.into_inner().job).await?;
+        Ok(Response::new(self.job_message(&job.value).await?))
+    }
+
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> ApiResult<pb::ListJobsResponse> {
+        Ok(Response::new(Api::list_jobs(self, req.into_inner()).await?))
+    }
+
+    async fn scale_job(&self, req: Request<pb::ScaleJobRequest>) -> ApiResult<pb::Job> {
+        Ok(Response::new(self.scale(req.into_inner()).await?))
+    }
+
+    async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> ApiResult<pb::Job> {
+        Ok(Response::new(self.kill(req.into_inner()).await?))
+    }
+
+    type WatchJobsStream = EventStream;
+
+    async fn watch_jobs(&self, req: Request<pb::WatchJobsRequest>) -> ApiResult<EventStream> {
+        Ok(Response::new(self.watch(req.into_inner()).await?))
+    }
+
+    async fn validate_manifest(
+        &self,
+        req: Request<pb::ValidateManifestRequest>,
+    ) -> ApiResult<pb::ValidateManifestResponse> {
+        let req = req.into_inner();
+        let response = match parse_request_manifest(&req.source, &req.manifest) {
+            Ok(spec) => pb::ValidateManifestResponse {
+                valid: true,
+                problems: vec![],
+                spec: Some(convert::spec(&spec)),
+            },
+            Err(ApiError::Manifest(e)) => pb::ValidateManifestResponse {
+                valid: false,
+                problems: e.problems.iter().map(convert::problem).collect(),
+                spec: None,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(response))
+    }
+}
+
+#[async_trait]
+impl Tasks for Api {
+    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> ApiResult<pb::ListTasksResponse> {
+        Ok(Response::new(Api::list_tasks(self, req.into_inner()).await?))
+    }
+
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> ApiResult<pb::Task> {
+        let task = self.resolve_task(&req.into_inner().task).await?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn kill_task(&self, req: Request<pb::KillTaskRequest>) -> ApiResult<pb::Task> {
+        Ok(Response::new(Api::kill_task(self, req.into_inner()).await?))
+    }
+
+    type StreamLogsStream = LogStream;
+
+    async fn stream_logs(&self, req: Request<pb::StreamLogsRequest>) -> ApiResult<LogStream> {
+        Ok(Response::new(self.logs(req.into_inner()).await?))
+    }
+}
+
+#[async_trait]
+impl Nodes for Api {
+    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> ApiResult<pb::ListNodesResponse> {
+        let repo = &self.inner.repo;
+        let tasks = repo.tasks().await.map_err(ApiError::from)?;
+        let nodes = repo.nodes().await.map_err(ApiError::from)?;
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                let live = tasks
+                    .iter()
+                    .filter(|t| t.value.node == n.value.name && !t.value.state.is_terminal())
+                    .count();
+                convert::node(&n.value, u32::try_from(live).unwrap_or(u32::MAX))
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+}
+
+#[async_trait]
+impl System for Api {
+    async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> ApiResult<pb::Status> {
+        Ok(Response::new(self.status().await?))
+    }
+}

@@ -1,0 +1,102 @@
+//! From domain records to the API's messages. One direction only: clients send requests, not
+//! records, so nothing converts back.
+
+use std::collections::HashMap;
+
+use paved_api::v1 as pb;
+use paved_types::{Job, JobSpec, ManifestProblem, Node, Task};
+
+pub fn job(job: &Job, tasks: &[Task]) -> pb::Job {
+    let mut task_counts: HashMap<String, u32> = HashMap::new();
+    for task in tasks {
+        *task_counts.entry(task.state.as_str().to_owned()).or_default() += 1;
+    }
+    pb::Job {
+        id: job.id.clone(),
+        name: job.spec.name.clone(),
+        tenant: job.tenant.clone(),
+        kind: job.spec.kind.as_str().to_owned(),
+        state: job.state.as_str().to_owned(),
+        reason: job.reason.clone(),
+        instances: job.spec.instances,
+        spec: Some(spec(&job.spec)),
+        task_counts,
+        created_at_ms: job.created_at_ms,
+        updated_at_ms: job.updated_at_ms,
+    }
+}
+
+pub fn spec(spec: &JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        name: spec.name.clone(),
+        kind: spec.kind.as_str().to_owned(),
+        instances: spec.instances,
+        command: spec.command.clone(),
+        env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        resources: Some(pb::Resources {
+            cpu: spec.resources.cpu,
+            memory_bytes: spec.resources.memory_bytes,
+        }),
+        restart: Some(pb::RestartSpec {
+            policy: spec.restart.policy.as_str().to_owned(),
+            attempts: spec.restart.attempts,
+            delay_ms: u64::try_from(spec.restart.delay.as_millis()).unwrap_or(u64::MAX),
+        }),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| pb::PortSpec { name: p.name.clone() })
+            .collect(),
+    }
+}
+
+pub fn task(task: &Task) -> pb::Task {
+    pb::Task {
+        id: task.id.clone(),
+        job_id: task.job_id.clone(),
+        job_name: task.job_name.clone(),
+        tenant: task.tenant.clone(),
+        index: task.index,
+        node: task.node.clone(),
+        state: task.state.as_str().to_owned(),
+        desired: task.desired.as_str().to_owned(),
+        reason: task.reason.clone(),
+        restarts: task.restarts,
+        exit_code: task.exit_code,
+        signal: task.signal,
+        pid: task.pid,
+        ports: task
+            .ports
+            .iter()
+            .map(|(k, v)| (k.clone(), u32::from(*v)))
+            .collect(),
+        created_at_ms: task.created_at_ms,
+        started_at_ms: task.started_at_ms,
+        finished_at_ms: task.finished_at_ms,
+    }
+}
+
+pub fn node(node: &Node, tasks: u32) -> pb::Node {
+    pb::Node {
+        name: node.name.clone(),
+        region: node.region.clone(),
+        zone: node.zone.clone(),
+        labels: node.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        cpu: node.cpu,
+        memory_bytes: node.memory_bytes,
+        state: node.state.clone(),
+        agent_version: node.agent_version.clone(),
+        heartbeat_at_ms: node.heartbeat_at_ms,
+        tasks,
+    }
+}
+
+pub fn problem(p: &ManifestProblem) -> pb::ManifestProblem {
+    pb::ManifestProblem {
+        file: p.file.clone(),
+        line: p.line,
+        column: p.column,
+        field: p.field.clone(),
+        message: p.message.clone(),
+    }
+}

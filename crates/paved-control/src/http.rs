@@ -1,0 +1,219 @@
+//! The JSON API under `/v1/`: each route decodes JSON (or query parameters) into the gRPC
+//! request message and calls the same handler the gRPC service runs.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use paved_api::v1::{
+    self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tonic::{Request, Status};
+
+use crate::api::Api;
+use crate::error::{http_status, status_code_name};
+
+pub fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/jobs", get(list_jobs).post(create_job))
+        .route("/v1/jobs/{job}", get(get_job).delete(kill_job))
+        .route("/v1/jobs/{job}/scale", post(scale_job))
+        .route("/v1/jobs/{job}/kill", post(kill_job))
+        .route("/v1/watch", get(watch_jobs))
+        .route("/v1/validate", post(validate))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{task}", get(get_task))
+        .route("/v1/tasks/{task}/kill", post(kill_task))
+        .route("/v1/tasks/{task}/logs", get(logs))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/status", get(status))
+        .with_state(api)
+}
+
+/// Comma-separated filters in query strings: `?states=running,pending`.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    job: String,
+    states: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LogsQuery {
+    stream: String,
+    follow: bool,
+    tail: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+    retryable: bool,
+}
+
+async fn create_job(State(api): State<Api>, body: Bytes) -> Response {
+    let req: pb::CreateJobRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    reply(api.create_job(Request::new(req)).await)
+}
+
+async fn list_jobs(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    reply(
+        api.list_jobs(Request::new(pb::ListJobsRequest {
+            states: split(&q.states),
+        }))
+        .await,
+    )
+}
+
+async fn get_job(State(api): State<Api>, Path(job): Path<String>) -> Response {
+    reply(api.get_job(Request::new(pb::GetJobRequest { job })).await)
+}
+
+async fn scale_job(State(api): State<Api>, Path(job): Path<String>, body: Bytes) -> Response {
+    let req: pb::ScaleJobRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    reply(
+        api.scale_job(Request::new(pb::ScaleJobRequest { job, ..req }))
+            .await,
+    )
+}
+
+async fn kill_job(State(api): State<Api>, Path(job): Path<String>) -> Response {
+    reply(api.kill_job(Request::new(pb::KillJobRequest { job })).await)
+}
+
+async fn validate(State(api): State<Api>, body: Bytes) -> Response {
+    let req: pb::ValidateManifestRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    reply(api.validate_manifest(Request::new(req)).await)
+}
+
+/// Newline-delimited JSON: one `JobEvent` per line.
+async fn watch_jobs(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    match api
+        .watch_jobs(Request::new(pb::WatchJobsRequest { job: q.job }))
+        .await
+    {
+        Ok(stream) => {
+            let lines = stream.into_inner().map(|event| match event {
+                Ok(e) => serde_json::to_vec(&e).map(|mut v| {
+                    v.push(b'\n');
+                    Bytes::from(v)
+                }),
+                Err(s) => Err(serde_json::Error::io(std::io::Error::other(
+                    s.message().to_owned(),
+                ))),
+            });
+            (
+                [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+                Body::from_stream(lines),
+            )
+                .into_response()
+        }
+        Err(status) => error_response(&status),
+    }
+}
+
+async fn list_tasks(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    let req = pb::ListTasksRequest {
+        job: q.job,
+        states: split(&q.states),
+    };
+    reply(api.list_tasks(Request::new(req)).await)
+}
+
+async fn get_task(State(api): State<Api>, Path(task): Path<String>) -> Response {
+    reply(api.get_task(Request::new(pb::GetTaskRequest { task })).await)
+}
+
+async fn kill_task(State(api): State<Api>, Path(task): Path<String>) -> Response {
+    reply(api.kill_task(Request::new(pb::KillTaskRequest { task })).await)
+}
+
+/// The raw log bytes, streamed as the task writes them with `?follow=true`.
+async fn logs(State(api): State<Api>, Path(task): Path<String>, Query(q): Query<LogsQuery>) -> Response {
+    let req = pb::StreamLogsRequest {
+        task,
+        stream: q.stream,
+        follow: q.follow,
+        tail_bytes: q.tail,
+    };
+    match api.stream_logs(Request::new(req)).await {
+        Ok(stream) => {
+            let bytes = stream.into_inner().map(|c| match c {
+                Ok(chunk) => Ok(Bytes::from(chunk.data)),
+                Err(s) => Err(std::io::Error::other(s.message().to_owned())),
+            });
+            (
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                Body::from_stream(bytes),
+            )
+                .into_response()
+        }
+        Err(status) => error_response(&status),
+    }
+}
+
+async fn list_nodes(State(api): State<Api>) -> Response {
+    reply(api.list_nodes(Request::new(pb::ListNodesRequest {})).await)
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    reply(api.get_status(Request::new(pb::GetStatusRequest {})).await)
+}
+
+fn reply<T: Serialize>(result: Result<tonic::Response<T>, Status>) -> Response {
+    match result {
+        Ok(r) => Json(r.into_inner()).into_response(),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// Decodes a JSON body; an empty body is the empty request.
+#[allow(clippy::result_large_err)]
+fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let status = Status::invalid_argument(format!("request body is not valid JSON for this call: {e}"));
+        error_response(&status)
+    })
+}
+
+fn error_response(status: &Status) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: status_code_name(status),
+            message: status.message().to_owned(),
+            retryable: matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Aborted),
+        },
+    };
+    (http_status(status.code()), Json(body)).into_response()
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,279 @@
+//! The job reconciler: reads every job and task, decides what each job lacks or has too much
+//! of (`plan`, a pure function), and writes the difference. Restartable at any point: it keeps
+//! no state of its own between passes, so a crash mid-pass loses nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use paved_store::Expect;
+use paved_types::{Desired, Job, JobKind, JobState, Node, Task, TaskState};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::env::{Clock, Ids};
+use crate::repo::{Change, Repo, RepoError};
+
+/// What one job needs done.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Slots to start a new task in.
+    pub create: Vec<u32>,
+    /// Live tasks to stop.
+    pub stop: Vec<String>,
+    /// The job's state and reason, when they change.
+    pub job: Option<(JobState, String)>,
+}
+
+pub struct Reconciler {
+    repo: Repo,
+    clock: Arc<dyn Clock>,
+    ids: Ids,
+    wake: Arc<Notify>,
+}
+
+/// Longest pause between passes when nothing wakes the reconciler: time-based decisions (a
+/// delayed replacement) need a pass even when nothing is written.
+const TICK: Duration = Duration::from_secs(1);
+
+impl Reconciler {
+    pub fn new(repo: Repo, clock: Arc<dyn Clock>, ids: Ids, wake: Arc<Notify>) -> Self {
+        Reconciler {
+            repo,
+            clock,
+            ids,
+            wake,
+        }
+    }
+
+    /// Runs passes until the process ends: after every store change, after a poke through the
+    /// `wake` handle, and at least every `TICK`.
+    pub async fn run(self) {
+        let mut changes = match self.repo.store().revision().await {
+            Ok(rev) => self.repo.store().watch("/", rev).await.ok(),
+            Err(_) => None,
+        };
+        loop {
+            if let Err(e) = self.pass().await {
+                warn!(error = %e, "reconcile pass failed; retrying");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+                event = next_change(&mut changes) => {
+                    if event.is_none() {
+                        changes = None; // the watch ended; ticks keep us going
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over every job.
+    pub async fn pass(&self) -> Result<(), RepoError> {
+        let jobs = self.repo.jobs().await?;
+        let mut tasks: HashMap<String, Vec<Task>> = HashMap::new();
+        for t in self.repo.tasks().await? {
+            tasks.entry(t.value.job_id.clone()).or_default().push(t.value);
+        }
+        let nodes: Vec<Node> = self.repo.nodes().await?.into_iter().map(|n| n.value).collect();
+        let now = self.clock.now_ms();
+        for job in jobs {
+            let job = job.value;
+            let job_tasks = tasks.remove(&job.id).unwrap_or_default();
+            let plan = plan(&job, &job_tasks, now);
+            if plan != Plan::default() {
+                self.apply(&job, plan, &nodes, &job_tasks).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, job: &Job, plan: Plan, nodes: &[Node], tasks: &[Task]) -> Result<(), RepoError> {
+        for id in &plan.stop {
+            stop_task(
+                &self.repo,
+                id,
+                "stopped by the control plane",
+                self.clock.now_ms(),
+            )
+            .await?;
+        }
+        let mut state = plan.job;
+        if !plan.create.is_empty() {
+            match pick_node(nodes, tasks) {
+                Some(node) => {
+                    for index in &plan.create {
+                        self.create_task(job, *index, &node.name).await?;
+                    }
+                }
+                None => {
+                    let reason = "no ready node to place tasks on; start an agent".to_owned();
+                    state = Some((state.map_or(job.state, |s| s.0), reason));
+                }
+            }
+        }
+        if let Some((to, reason)) = state {
+            let now = self.clock.now_ms();
+            self.repo
+                .update_job(job, |j| {
+                    if j.id != job.id || (j.state == to && j.reason == reason) {
+                        return Ok(Change::Keep);
+                    }
+                    if j.state.is_terminal() && j.state != to {
+                        return Ok(Change::Keep); // a user's kill wins over our view
+                    }
+                    if j.state != to {
+                        info!(job = %j.spec.name, from = j.state.as_str(), to = to.as_str(), "job state");
+                    }
+                    j.state = to;
+                    j.reason.clone_from(&reason);
+                    j.updated_at_ms = now;
+                    Ok(Change::Write)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn create_task(&self, job: &Job, index: u32, node: &str) -> Result<(), RepoError> {
+        let task = Task {
+            id: self.ids.task_id(&job.id),
+            job_id: job.id.clone(),
+            job_name: job.spec.name.clone(),
+            tenant: job.tenant.clone(),
+            index,
+            node: node.to_owned(),
+            state: TaskState::Pending,
+            desired: Desired::Run,
+            reason: format!("placed on {node}"),
+            restarts: 0,
+            exit_code: None,
+            signal: None,
+            pid: None,
+            ports: Default::default(),
+            created_at_ms: self.clock.now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+        };
+        debug!(job = %job.spec.name, task = %task.id, index, node, "task placed");
+        self.repo.put_task(&task, Expect::Absent).await?;
+        Ok(())
+    }
+}
+
+/// Asks a task to stop: a task no agent picked up yet is killed on the spot, a live one gets
+/// `desired = stop` for its agent to act on. Terminal tasks are left alone.
+pub async fn stop_task(repo: &Repo, id: &str, reason: &str, now: u64) -> Result<Option<Task>, RepoError> {
+    repo.update_task(id, |t| {
+        if t.state.is_terminal() || (t.desired == Desired::Stop && t.state != TaskState::Pending) {
+            return Ok(Change::Keep);
+        }
+        t.desired = Desired::Stop;
+        if t.state == TaskState::Pending {
+            let _ = t.set_state(TaskState::Killed, now);
+        }
+        reason.clone_into(&mut t.reason);
+        Ok(Change::Write)
+    })
+    .await
+}
+
+/// Decides what `job` needs, given every task it ever had. Pure: same input, same plan.
+pub fn plan(job: &Job, tasks: &[Task], now_ms: u64) -> Plan {
+    let mut plan = Plan::default();
+    let wanted = |t: &Task| !t.state.is_terminal() && t.desired == Desired::Run;
+    if job.state.is_terminal() {
+        plan.stop = tasks.iter().filter(|t| wanted(t)).map(|t| t.id.clone()).collect();
+        return plan;
+    }
+    let instances = job.spec.instances;
+    let mut running = 0;
+    let mut done = 0;
+    let mut failed: Option<&Task> = None;
+    for slot in 0..instances {
+        let mut in_slot: Vec<&Task> = tasks.iter().filter(|t| t.index == slot).collect();
+        in_slot.sort_by_key(|t| t.created_at_ms);
+        let live: Vec<&&Task> = in_slot.iter().filter(|t| wanted(t)).collect();
+        if let Some((first, extra)) = live.split_first() {
+            running += u32::from(first.state == TaskState::Running);
+            plan.stop.extend(extra.iter().map(|t| t.id.clone()));
+            continue;
+        }
+        if in_slot.iter().any(|t| !t.state.is_terminal()) {
+            continue; // still stopping; its replacement comes once it is gone
+        }
+        match in_slot.last() {
+            None => plan.create.push(slot),
+            Some(t) if t.state == TaskState::Exited => done += 1,
+            Some(t) if t.state == TaskState::Failed && job.spec.kind == JobKind::Batch => {
+                failed.get_or_insert(t);
+            }
+            Some(t) if t.state == TaskState::Failed => {
+                let ready_at = t.finished_at_ms.unwrap_or(0) + delay_ms(job);
+                if now_ms >= ready_at {
+                    plan.create.push(slot);
+                }
+            }
+            Some(_) => plan.create.push(slot), // killed or lost: replace it
+        }
+    }
+    plan.stop.extend(
+        tasks
+            .iter()
+            .filter(|t| t.index >= instances && wanted(t))
+            .map(|t| t.id.clone()),
+    );
+    let (state, reason) = job_state(job, running, done, failed);
+    if state == JobState::Failed {
+        plan.create.clear();
+        plan.stop = tasks.iter().filter(|t| wanted(t)).map(|t| t.id.clone()).collect();
+    }
+    if (state, reason.as_str()) != (job.state, job.reason.as_str()) {
+        plan.job = Some((state, reason));
+    }
+    plan
+}
+
+fn job_state(job: &Job, running: u32, done: u32, failed: Option<&Task>) -> (JobState, String) {
+    let n = job.spec.instances;
+    if let Some(t) = failed {
+        return (JobState::Failed, format!("task {} failed: {}", t.id, t.reason));
+    }
+    match job.spec.kind {
+        JobKind::Batch if done == n => (JobState::Complete, format!("{n}/{n} tasks exited 0")),
+        JobKind::Batch if running > 0 => (JobState::Running, format!("{done}/{n} done, {running} running")),
+        JobKind::Batch => (
+            JobState::Pending,
+            format!("{done}/{n} done, waiting for tasks to start"),
+        ),
+        JobKind::Service if running >= n => (JobState::Running, format!("{running}/{n} tasks running")),
+        JobKind::Service => (JobState::Pending, format!("{running}/{n} tasks running")),
+    }
+}
+
+fn delay_ms(job: &Job) -> u64 {
+    u64::try_from(job.spec.restart.delay.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The ready node with the fewest live tasks of this job; placement proper comes with the
+/// scheduler.
+fn pick_node<'a>(nodes: &'a [Node], tasks: &[Task]) -> Option<&'a Node> {
+    nodes.iter().filter(|n| n.state == "ready").min_by_key(|n| {
+        tasks
+            .iter()
+            .filter(|t| t.node == n.name && !t.state.is_terminal())
+            .count()
+    })
+}
+
+async fn next_change(watch: &mut Option<paved_store::WatchStream>) -> Option<()> {
+    match watch {
+        Some(w) => w.next().await.and_then(|e| e.ok()).map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

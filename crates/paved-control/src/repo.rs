@@ -1,0 +1,238 @@
+//! The store's schema: where jobs, tasks, nodes and tokens live, how they are encoded, and the
+//! read-modify-write loop every writer uses. All typed access to the store goes through here.
+//!
+//! ```text
+//! /jobs/<tenant>/<name>        Job (JSON)
+//! /job-ids/<id>                "<tenant>/<name>": find a job by id
+//! /tasks/<job-id>/<task-id>    Task (JSON); task ids start with their job's id
+//! /nodes/<name>                Node (JSON)
+//! /tokens/<sha256 of token>    TokenRecord (JSON)
+//! ```
+
+use std::sync::Arc;
+
+use paved_store::{Expect, KeyValue, Op, Store, StoreError};
+use paved_types::{Job, Node, Task};
+use serde::{Serialize, de::DeserializeOwned};
+
+pub const JOBS: &str = "/jobs/";
+pub const TASKS: &str = "/tasks/";
+pub const NODES: &str = "/nodes/";
+pub const TOKENS: &str = "/tokens/";
+
+/// A record with the store revision it was read at, for compare-and-set.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not decode: written by an incompatible version, or damaged.
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Typed access to the store.
+#[derive(Clone)]
+pub struct Repo {
+    store: Arc<dyn Store>,
+}
+
+/// What a read-modify-write closure decided.
+pub enum Change {
+    /// Write the modified record.
+    Write,
+    /// Leave the record as it is.
+    Keep,
+}
+
+/// How many times a read-modify-write retries on conflict before giving up. Conflicts mean a
+/// concurrent writer won; a few retries always suffice unless something writes in a hot loop.
+const MAX_RETRIES: usize = 64;
+
+impl Repo {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Repo { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn job_by_name(&self, tenant: &str, name: &str) -> Result<Option<Versioned<Job>>, RepoError> {
+        self.get(&job_key(tenant, name)).await
+    }
+
+    pub async fn job_by_id(&self, id: &str) -> Result<Option<Versioned<Job>>, RepoError> {
+        let Some(kv) = self.store.get(&job_id_key(id)).await? else {
+            return Ok(None);
+        };
+        let path = String::from_utf8_lossy(&kv.value).into_owned();
+        // A name reused by a later job points elsewhere now: the id must match too.
+        let job: Option<Versioned<Job>> = self.get(&format!("{JOBS}{path}")).await?;
+        Ok(job.filter(|j| j.value.id == id))
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<Versioned<Job>>, RepoError> {
+        self.list(JOBS).await
+    }
+
+    pub async fn tasks_of(&self, job_id: &str) -> Result<Vec<Versioned<Task>>, RepoError> {
+        self.list(&format!("{TASKS}{job_id}/")).await
+    }
+
+    pub async fn tasks(&self) -> Result<Vec<Versioned<Task>>, RepoError> {
+        self.list(TASKS).await
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<Versioned<Task>>, RepoError> {
+        match task_key(id) {
+            Some(key) => self.get(&key).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Versioned<Node>>, RepoError> {
+        self.list(NODES).await
+    }
+
+    /// Reads the task, lets `f` change it, and writes it back with compare-and-set, retrying
+    /// on conflict. Returns the task as stored afterwards, or `None` if it does not exist.
+    pub async fn update_task<F>(&self, id: &str, mut f: F) -> Result<Option<Task>, RepoError>
+    where
+        F: FnMut(&mut Task) -> Result<Change, RepoError> + Send,
+    {
+        let Some(key) = task_key(id) else {
+            return Ok(None);
+        };
+        self.update(&key, |task: &mut Task| f(task)).await
+    }
+
+    pub async fn update_job<F>(&self, job: &Job, mut f: F) -> Result<Option<Job>, RepoError>
+    where
+        F: FnMut(&mut Job) -> Result<Change, RepoError> + Send,
+    {
+        self.update(&job_key(&job.tenant, &job.spec.name), |j: &mut Job| f(j))
+            .await
+    }
+
+    /// Creates the job and its id index atomically; fails with `Conflict` if the name is taken
+    /// at a revision other than `replacing`.
+    pub async fn create_job(&self, job: &Job, replacing: Option<u64>) -> Result<u64, RepoError> {
+        let expect = replacing.map_or(Expect::Absent, Expect::Revision);
+        let ops = vec![
+            put_op(job_key(&job.tenant, &job.spec.name), job, expect)?,
+            Op::Put {
+                key: job_id_key(&job.id),
+                value: format!("{}/{}", job.tenant, job.spec.name).into_bytes(),
+                expect: Expect::Absent,
+            },
+        ];
+        Ok(self.store.txn(ops).await?)
+    }
+
+    pub async fn put_task(&self, task: &Task, expect: Expect) -> Result<u64, RepoError> {
+        let key =
+            task_key(&task.id).ok_or_else(|| RepoError::Rejected(format!("bad task id {}", task.id)))?;
+        Ok(self.store.txn(vec![put_op(key, task, expect)?]).await?)
+    }
+
+    /// Writes several records in one atomic commit.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<u64, RepoError> {
+        Ok(self.store.txn(ops).await?)
+    }
+
+    /// Marks a node `ready` or `down`, keeping the rest of its record.
+    pub async fn update_node_state(
+        &self,
+        name: &str,
+        state: &str,
+        now_ms: u64,
+    ) -> Result<Option<Node>, RepoError> {
+        self.update(&format!("{NODES}{name}"), |n: &mut Node| {
+            state.clone_into(&mut n.state);
+            n.heartbeat_at_ms = now_ms;
+            Ok(Change::Write)
+        })
+        .await
+    }
+
+    pub async fn put_node(&self, node: &Node) -> Result<u64, RepoError> {
+        let op = put_op(format!("{NODES}{}", node.name), node, Expect::Any)?;
+        Ok(self.store.txn(vec![op]).await?)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>, RepoError> {
+        self.store.get(key).await?.map(decode).transpose()
+    }
+
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Versioned<T>>, RepoError> {
+        let (kvs, _) = self.store.list(prefix).await?;
+        kvs.into_iter().map(decode).collect()
+    }
+
+    async fn update<T, F>(&self, key: &str, mut f: F) -> Result<Option<T>, RepoError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(&mut T) -> Result<Change, RepoError> + Send,
+    {
+        for _ in 0..MAX_RETRIES {
+            let Some(Versioned { mut value, revision }) = self.get::<T>(key).await? else {
+                return Ok(None);
+            };
+            if let Change::Keep = f(&mut value)? {
+                return Ok(Some(value));
+            }
+            let op = put_op(key.to_owned(), &value, Expect::Revision(revision))?;
+            match self.store.txn(vec![op]).await {
+                Ok(_) => return Ok(Some(value)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Rejected(format!(
+            "{key} is changing too fast to update; retry"
+        )))
+    }
+}
+
+pub fn job_key(tenant: &str, name: &str) -> String {
+    format!("{JOBS}{tenant}/{name}")
+}
+
+pub fn job_id_key(id: &str) -> String {
+    format!("/job-ids/{id}")
+}
+
+/// A task's key, derived from its id (`<job-id>-<suffix>`); `None` for ids of another shape.
+pub fn task_key(id: &str) -> Option<String> {
+    let (job_id, suffix) = id.split_once('-')?;
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid(job_id) && valid(suffix)).then(|| format!("{TASKS}{job_id}/{id}"))
+}
+
+/// A put of `value` encoded as the store holds it.
+pub fn put_op<T: Serialize>(key: String, value: &T, expect: Expect) -> Result<Op, RepoError> {
+    let value = serde_json::to_vec(value).map_err(|e| RepoError::Corrupt {
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Op::Put { key, value, expect })
+}
+
+pub fn decode<T: DeserializeOwned>(kv: KeyValue) -> Result<Versioned<T>, RepoError> {
+    let value = serde_json::from_slice(&kv.value).map_err(|e| RepoError::Corrupt {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Versioned {
+        value,
+        revision: kv.mod_revision,
+    })
+}

@@ -1,0 +1,67 @@
+//! Serves the API on one port: gRPC (with health and reflection) and the JSON API side by side,
+//! behind the token check.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use paved_api::v1::{
+    jobs_server::JobsServer, nodes_server::NodesServer, system_server::SystemServer,
+    tasks_server::TasksServer,
+};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::api::Api;
+use crate::auth::{Tokens, require_token};
+use crate::http;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build server reflection: {0}")]
+    Reflection(String),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The whole API as one router.
+pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<JobsServer<Api>>().await;
+    health_reporter.set_serving::<TasksServer<Api>>().await;
+    health_reporter.set_serving::<NodesServer<Api>>().await;
+    health_reporter.set_serving::<SystemServer<Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paved_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paved_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let grpc = Routes::new(JobsServer::new(api.clone()))
+        .add_service(TasksServer::new(api.clone()))
+        .add_service(NodesServer::new(api.clone()))
+        .add_service(SystemServer::new(api.clone()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router();
+    Ok(grpc
+        .merge(http::routes(api))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_token)))
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! `ProcessRuntime`: each task a plain process group under its shim, with no isolation. The
+//! sandbox backend will drive the same shim, which then adds namespaces and cgroups itself.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::{ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, procfs, task_dir};
+
+/// The runtime's name, as recorded in [`TaskRecord::runtime`].
+pub const NAME: &str = "process";
+/// The hidden subcommand of the shim executable that runs the shim.
+pub const SHIM_SUBCOMMAND: &str = "__shim";
+
+/// What `wait` reports when the shim ended without writing `exit.json` (it was SIGKILLed).
+const SHIM_DIED: &str = "shim died without recording an exit status";
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How often to look at a shim that cannot be watched through a pidfd (Linux before 5.3).
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(5);
+const CLEANUP_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Runs tasks as process groups under shims started as `<shim_exe> __shim <task-dir>`.
+#[derive(Debug)]
+pub struct ProcessRuntime {
+    shim_exe: PathBuf,
+    /// Shims this instance started, by task id: still its children, reaped in the background,
+    /// whose exit `wait` learns from the reaper.
+    children: Mutex<HashMap<String, ChildShim>>,
+}
+
+#[derive(Debug)]
+struct ChildShim {
+    pid: u32,
+    exited: watch::Receiver<bool>,
+}
+
+impl ProcessRuntime {
+    /// `shim_exe` is the `paved` binary (`std::env::current_exe()` in the agent).
+    pub fn new(shim_exe: PathBuf) -> Self {
+        ProcessRuntime {
+            shim_exe,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn spawn_shim(&self, dir: &Path) -> Result<Child, RuntimeError> {
+        Command::new(&self.shim_exe)
+            .arg(SHIM_SUBCOMMAND)
+            .arg(dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // The start-up handshake: the shim's diagnostics, closed once the task runs.
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RuntimeError::ShimSpawn {
+                exe: self.shim_exe.clone(),
+                source,
+            })
+    }
+
+    fn remember(&self, task_id: &str, pid: u32, exited: watch::Receiver<bool>) {
+        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        children.insert(task_id.to_owned(), ChildShim { pid, exited });
+    }
+
+    /// The exit watch of the record's shim, if this instance started it.
+    fn child_exit(&self, record: &TaskRecord) -> Option<watch::Receiver<bool>> {
+        let children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = children
+            .get(&record.task_id)
+            .filter(|c| c.pid == record.shim_pid)?;
+        Some(child.exited.clone())
+    }
+
+    fn forget(&self, record: &TaskRecord) {
+        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        if children
+            .get(&record.task_id)
+            .is_some_and(|c| c.pid == record.shim_pid)
+        {
+            children.remove(&record.task_id);
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
+        validate(spec)?;
+        // Small writes to a local directory: cheaper inline than through spawn_blocking, and
+        // start latency is what this path is measured by.
+        let dir = task_dir::prepare(spec)?;
+        let mut child = self.spawn_shim(&dir)?;
+        let (shim_pid, shim_start_time) = match shim_identity(&child, &spec.task_id) {
+            Ok(identity) => identity,
+            Err(e) => {
+                // Without its identity the shim could never be told from a reused pid.
+                abort_start(&mut child, &dir);
+                reap_in_background(&spec.task_id, child);
+                return Err(e);
+            }
+        };
+        let handshake = tokio::time::timeout(START_DEADLINE, read_handshake(&mut child)).await;
+        if handshake.is_err() {
+            abort_start(&mut child, &dir);
+        }
+        let exited = reap_in_background(&spec.task_id, child);
+        let pid = match handshake {
+            Ok(diagnostics) => started_pid(spec, &dir, &diagnostics)?,
+            Err(_elapsed) => return Err(start_timeout(spec)),
+        };
+        self.remember(&spec.task_id, shim_pid, exited);
+        debug!(task = %spec.task_id, pid, shim_pid, "task started");
+        let runtime = NAME.to_owned();
+        Ok(TaskRecord {
+            task_id: spec.task_id.clone(),
+            dir,
+            pid,
+            shim_pid,
+            shim_start_time,
+            runtime,
+        })
+    }
+
+    async fn wait(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError> {
+        check_record(record)?;
+        let reaped = match self.child_exit(record) {
+            Some(mut exited) => exited.wait_for(|exited| *exited).await.is_ok(),
+            None => false,
+        };
+        if !reaped {
+            wait_for_exit(record.shim_pid, record.shim_start_time).await?;
+        }
+        Ok(task_dir::read_exit(&record.dir)?.unwrap_or_else(|| ExitStatus::failed(SHIM_DIED)))
+    }
+
+    async fn signal(&self, record: &TaskRecord, signal: i32) -> Result<(), RuntimeError> {
+        let signal = Signal::from_named_raw(signal).ok_or(RuntimeError::InvalidSignal { signal })?;
+        let group = check_record(record)?;
+        if !procfs::group_alive(record.pid, record.shim_pid) {
+            debug!(task = %record.task_id, "nothing left of the task to signal");
+            return Ok(());
+        }
+        match rustix::process::kill_process_group(group, signal) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(RuntimeError::Signal {
+                task_id: record.task_id.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    async fn probe(&self, record: &TaskRecord) -> Probe {
+        if procfs::is_alive(record.shim_pid, record.shim_start_time) {
+            return Probe::Running;
+        }
+        match task_dir::read_exit(&record.dir) {
+            Ok(Some(status)) => Probe::Exited(status),
+            Ok(None) => Probe::Gone,
+            Err(e) => Probe::Exited(ExitStatus::failed(format!("exit status unreadable: {e}"))),
+        }
+    }
+
+    async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
+        check_record(record)?;
+        kill_remains(record).await?;
+        task_dir::remove_shim_files(&record.dir)?;
+        self.forget(record);
+        Ok(())
+    }
+}
+
+fn validate(spec: &TaskSpec) -> Result<(), RuntimeError> {
+    let invalid = |reason: &str| RuntimeError::InvalidSpec {
+        task_id: spec.task_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let has_nul = |s: &String| s.contains('\0');
+    if spec.task_id.is_empty() {
+        return Err(invalid("the task id is empty"));
+    }
+    if spec.command.first().is_none_or(String::is_empty) {
+        return Err(invalid("the command is empty"));
+    }
+    if spec.command.iter().any(has_nul) || spec.env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
+        return Err(invalid("the command or environment contains a NUL byte"));
+    }
+    if spec.env.keys().any(|k| k.is_empty() || k.contains('=')) {
+        return Err(invalid("an environment variable name is empty or contains '='"));
+    }
+    Ok(())
+}
+
+/// The task's process group, once the record is known to name real processes: pid 0 or 1 would
+/// turn a group signal into one for every process.
+fn check_record(record: &TaskRecord) -> Result<Pid, RuntimeError> {
+    let pid = |raw: u32| i32::try_from(raw).ok().filter(|&p| p > 1).and_then(Pid::from_raw);
+    match (pid(record.pid), pid(record.shim_pid)) {
+        (Some(group), Some(_)) => Ok(group),
+        _ => Err(RuntimeError::InvalidRecord {
+            task_id: record.task_id.clone(),
+            reason: format!(
+                "pid {} or shim pid {} cannot be a task's",
+                record.pid, record.shim_pid
+            ),
+        }),
+    }
+}
+
+/// The shim's pid and start time, read while it is an unreaped child and so cannot be reused.
+fn shim_identity(child: &Child, task_id: &str) -> Result<(u32, u64), RuntimeError> {
+    let pid = child.id();
+    let stat = pid.and_then(procfs::read_stat);
+    match (pid, stat) {
+        (Some(pid), Some(stat)) => Ok((pid, stat.start_time)),
+        _ => Err(RuntimeError::ShimFailed {
+            task_id: task_id.to_owned(),
+            detail: format!("cannot read /proc stat of shim pid {pid:?}"),
+        }),
+    }
+}
+
+/// Reads the shim's stderr until the shim closes it: once the task runs or cannot.
+async fn read_handshake(child: &mut Child) -> String {
+    let mut text = Vec::new();
+    if let Some(mut stderr) = child.stderr.take()
+        && let Err(e) = stderr.read_to_end(&mut text).await
+    {
+        text.extend_from_slice(format!("(reading shim output failed: {e})").as_bytes());
+    }
+    String::from_utf8_lossy(&text).trim().to_owned()
+}
+
+/// After the handshake: the task's pid, or why it did not start.
+fn started_pid(spec: &TaskSpec, dir: &Path, diagnostics: &str) -> Result<u32, RuntimeError> {
+    if let Some(pid) = task_dir::read_pid(dir)? {
+        return Ok(pid);
+    }
+    let task_id = spec.task_id.clone();
+    let error = match task_dir::read_exit(dir)? {
+        Some(ExitStatus {
+            error: Some(reason), ..
+        }) => RuntimeError::StartFailed { task_id, reason },
+        _ if diagnostics.is_empty() => RuntimeError::ShimFailed {
+            task_id,
+            detail: "it said nothing".to_owned(),
+        },
+        _ => RuntimeError::ShimFailed {
+            task_id,
+            detail: diagnostics.to_owned(),
+        },
+    };
+    if let Err(e) = task_dir::remove_shim_files(dir) {
+        warn!(task = %spec.task_id, error = %e, "cannot remove the files of a failed start");
+    }
+    Err(error)
+}
+
+/// Gives up on a shim that did not finish starting in time: kills it and whatever it started.
+fn abort_start(child: &mut Child, dir: &Path) {
+    if let Err(e) = child.start_kill() {
+        warn!(error = %e, "cannot kill a shim that did not start in time");
+    }
+    let task = task_dir::read_pid(dir).ok().flatten();
+    let group = task.and_then(|pid| i32::try_from(pid).ok()).filter(|&p| p > 1);
+    if let (Some(group), Some(shim)) = (group.and_then(Pid::from_raw), child.id())
+        && procfs::group_alive(group.as_raw_pid().unsigned_abs(), shim)
+    {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    }
+}
+
+fn start_timeout(spec: &TaskSpec) -> RuntimeError {
+    RuntimeError::StartTimeout {
+        task_id: spec.task_id.clone(),
+        seconds: START_DEADLINE.as_secs(),
+    }
+}
+
+/// Reaps the shim when it exits, so no zombie is left, and announces the exit.
+fn reap_in_background(task_id: &str, mut child: Child) -> watch::Receiver<bool> {
+    let (exited, watcher) = watch::channel(false);
+    let task_id = task_id.to_owned();
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(status) => debug!(task = %task_id, %status, "shim exited"),
+            Err(e) => warn!(task = %task_id, error = %e, "cannot reap the shim"),
+        }
+        exited.send_replace(true);
+    });
+    watcher
+}
+
+/// Resolves once the process `pid` that started at `start_time` has exited.
+async fn wait_for_exit(pid: u32, start_time: u64) -> Result<(), RuntimeError> {
+    let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    let pidfd = match rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(pidfd) => pidfd,
+        Err(Errno::SRCH) => return Ok(()),
+        Err(e) => {
+            debug!(pid, error = %e, "no pidfd; polling for the shim's exit");
+            return poll_exit(pid, start_time).await;
+        }
+    };
+    // The pidfd pins the pid: if it names another process now, the shim was gone already.
+    if !procfs::is_alive(pid, start_time) {
+        return Ok(());
+    }
+    let proc_error = |e| RuntimeError::io(format!("/proc/{pid}"), e);
+    let pidfd = register_pidfd(pidfd).map_err(proc_error)?;
+    // A pidfd becomes readable when its process exits, and stays so.
+    let _ready = pidfd.readable().await.map_err(proc_error)?;
+    Ok(())
+}
+
+/// Registers a pidfd with tokio's reactor.
+#[allow(unsafe_code)]
+fn register_pidfd(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `AsyncFd` takes the `OwnedFd` by value, so the descriptor is open and stays the
+    // same file until the `AsyncFd` drops it; nothing here swaps it out through `get_mut`.
+    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
+async fn poll_exit(pid: u32, start_time: u64) -> Result<(), RuntimeError> {
+    while procfs::is_alive(pid, start_time) {
+        tokio::time::sleep(EXIT_POLL_INTERVAL).await;
+    }
+    Ok(())
+}
+
+/// SIGKILLs every process left in the shim's session (the shim included, if it still runs)
+/// until none is left.
+async fn kill_remains(record: &TaskRecord) -> Result<(), RuntimeError> {
+    let deadline = Instant::now() + CLEANUP_DEADLINE;
+    loop {
+        let left = procfs::scan(|_, stat| {
+            stat.session == record.shim_pid && stat.start_time >= record.shim_start_time
+        });
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let (task_id, left) = (record.task_id.clone(), left.len());
+            return Err(RuntimeError::Leftovers { task_id, left });
+        }
+        for (pid, _) in left {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
+        }
+        tokio::time::sleep(CLEANUP_INTERVAL).await;
+    }
+}

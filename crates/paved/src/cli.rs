@@ -1,0 +1,262 @@
+//! The command line as clap types: every command, flag and help text `paved` understands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Where the CLI looks for the server when neither `--server` nor `PAVED_SERVER` is set.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// The admin token `paved up` writes into its data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// paved: a job runtime and control plane in one binary.
+///
+/// Start everything on this machine with `paved up`, then submit jobs from TOML manifests.
+/// Every command except `up`, `validate` and `completions` talks to the server over gRPC,
+/// carrying the admin token that `paved up` wrote to its data directory.
+///
+/// Examples:
+///   paved up --demo
+///   paved run examples/hello-web.toml --wait
+///   paved jobs
+///   paved logs web -f
+#[derive(Debug, Parser)]
+#[command(name = "paved", version, verbatim_doc_comment, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// The paved server to talk to.
+    #[arg(long, global = true, env = "PAVED_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+
+    /// API token [default: read from <data dir>/admin.token, which `paved up` writes].
+    #[arg(long, global = true, env = "PAVED_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Output format of listings and details.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Log more to stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's messages as pretty JSON, for scripts; listings print an array.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the control plane, a local agent and the embedded store in this process.
+    ///
+    /// Serves the gRPC API on --listen and writes an admin token to <data>/admin.token,
+    /// where the other commands on this machine find it. Stop it with Ctrl-C.
+    ///
+    /// Example:
+    ///   paved up --demo
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+
+    /// Submit a job from a TOML manifest.
+    ///
+    /// The manifest is checked locally first; every problem is printed with its
+    /// file:line:column and nothing is submitted (exit code 2). With --wait, follows the job
+    /// until a service has all its instances running or a batch job ends.
+    ///
+    /// Example:
+    ///   paved run examples/hello-web.toml --wait
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The job manifest (TOML).
+        file: PathBuf,
+        /// Wait until a service runs all its instances, or a batch job completes.
+        #[arg(long)]
+        wait: bool,
+    },
+
+    /// Check a manifest without submitting it; no server needed.
+    ///
+    /// Prints a one-line summary of a valid manifest, or every problem with its
+    /// file:line:column (exit code 2).
+    ///
+    /// Example:
+    ///   paved validate examples/hello-web.toml
+    #[command(verbatim_doc_comment)]
+    Validate {
+        /// The job manifest (TOML).
+        file: PathBuf,
+    },
+
+    /// List jobs.
+    ///
+    /// TASKS counts the running tasks against the instances the job asks for.
+    ///
+    /// Example:
+    ///   paved jobs -o json
+    #[command(verbatim_doc_comment)]
+    Jobs,
+
+    /// Show one job: its spec, state and tasks.
+    ///
+    /// Example:
+    ///   paved job web
+    #[command(verbatim_doc_comment)]
+    Job {
+        /// Job id or name.
+        job: String,
+    },
+
+    /// List tasks, the running instances of jobs.
+    ///
+    /// Example:
+    ///   paved tasks --job web
+    #[command(verbatim_doc_comment)]
+    Tasks {
+        /// Only the tasks of this job (id or name).
+        #[arg(long)]
+        job: Option<String>,
+    },
+
+    /// Print a task's output.
+    ///
+    /// TASK is a task id, a job name (its first live task) or job/index.
+    ///
+    /// Examples:
+    ///   paved logs web -f
+    ///   paved logs web/1 --stderr --tail 4096
+    #[command(verbatim_doc_comment)]
+    Logs {
+        /// Task id, job name or job/index.
+        task: String,
+        /// Keep printing as the task writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Start this many bytes before the end.
+        #[arg(long, value_name = "BYTES")]
+        tail: Option<u64>,
+    },
+
+    /// Set how many instances a service job runs.
+    ///
+    /// Example:
+    ///   paved scale web 3
+    #[command(verbatim_doc_comment)]
+    Scale {
+        /// Job id or name.
+        job: String,
+        /// The new instance count.
+        instances: u32,
+    },
+
+    /// Stop a job (all its tasks) or a single task.
+    ///
+    /// A job keeps its record in state `killed`; a killed task of a service job is replaced.
+    ///
+    /// Examples:
+    ///   paved kill web
+    ///   paved kill web/1
+    #[command(verbatim_doc_comment)]
+    Kill {
+        /// Job id or name, or a task id or job/index.
+        target: String,
+    },
+
+    /// List the nodes that run tasks.
+    ///
+    /// Example:
+    ///   paved nodes
+    #[command(verbatim_doc_comment)]
+    Nodes,
+
+    /// Show the server: version, store, uptime and what it runs.
+    ///
+    /// Example:
+    ///   paved status --server http://10.0.0.5:7070
+    #[command(verbatim_doc_comment)]
+    Status,
+
+    /// Print a shell completion script.
+    ///
+    /// Example:
+    ///   paved completions bash > ~/.local/share/bash-completion/completions/paved
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+
+    /// The task shim, started by the runtime inside a task's sandbox; not for people.
+    #[command(name = "__shim", hide = true)]
+    Shim {
+        /// The task's state directory.
+        dir: PathBuf,
+    },
+}
+
+/// `paved up`: where the server keeps its state and where it listens.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Directory for the store, task state and admin.token
+    /// [default: $XDG_DATA_HOME/paved, e.g. ~/.local/share/paved]. The CLI looks for the token
+    /// in the same place, so set PAVED_DATA for both when you move it.
+    #[arg(long, env = "PAVED_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Address to serve the API on; loopback by default, so nothing outside this machine
+    /// can reach it.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Also start demo jobs, to have something to look at.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_teaches_with_an_example() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = sub.get_name();
+            assert!(sub.get_about().is_some(), "{name} has no about");
+            let long = sub.get_long_about().map(|s| s.to_string()).unwrap_or_default();
+            assert!(long.contains("paved "), "{name}'s long help has no example");
+        }
+    }
+
+    #[test]
+    fn global_flags_work_after_the_command() {
+        let cli = Cli::try_parse_from(["paved", "jobs", "-o", "json", "--server", "http://h:1"]).unwrap();
+        assert_eq!(cli.global.output, Output::Json);
+        assert_eq!(cli.global.server, "http://h:1");
+    }
+}

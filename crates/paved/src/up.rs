@@ -1,0 +1,253 @@
+//! `paved up`: the control plane, an agent and the embedded store in one process, on this
+//! machine, until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use paved_agent::{Agent, AgentConfig};
+use paved_api::v1::{CreateJobRequest, jobs_server::Jobs};
+use paved_control::auth::{ADMIN_TOKEN_FILE, Tokens, ensure_admin_token};
+use paved_control::{
+    Api, ApiError, Clock, Ids, LogSource, Repo, ServerInfo, SystemClock, reconcile::Reconciler, server,
+};
+use paved_runtime::ProcessRuntime;
+use paved_store::RedbStore;
+use paved_types::Task;
+use tokio::sync::{Notify, oneshot};
+
+use crate::cli::UpArgs;
+
+/// The example jobs `--demo` submits, bundled into the binary.
+const DEMO_JOBS: [(&str, &str); 2] = [
+    (
+        "examples/hello-web.toml",
+        include_str!("../../../examples/hello-web.toml"),
+    ),
+    (
+        "examples/countdown.toml",
+        include_str!("../../../examples/countdown.toml"),
+    ),
+];
+
+/// A running single-node platform: store, control plane, API server and agent.
+pub struct Platform {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub token: String,
+    api: Api,
+    agent: Agent,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// What `Platform::start` needs.
+pub struct PlatformOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// The `paved` executable, which runs each task's shim.
+    pub shim: PathBuf,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let data = args.data.clone().unwrap_or_else(crate::client::default_data_dir);
+    let shim = std::env::current_exe().context("cannot find the paved executable to run task shims")?;
+    let platform = Platform::start(PlatformOptions {
+        data,
+        listen: args.listen,
+        shim,
+    })
+    .await?;
+    println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
+    println!("  data:  {}", platform.data.display());
+    println!("  token: {}", platform.data.join(ADMIN_TOKEN_FILE).display());
+    if args.demo {
+        platform.submit_demo().await;
+    }
+    println!("Press Ctrl-C to stop. Try `paved jobs` in another terminal.");
+    shutdown_signal().await;
+    println!("stopping: closing the API, then stopping tasks...");
+    platform.shutdown().await;
+    println!("stopped");
+    Ok(())
+}
+
+impl Platform {
+    pub async fn start(opts: PlatformOptions) -> anyhow::Result<Platform> {
+        let data = opts.data;
+        prepare_data_dir(&data)?;
+        let store = RedbStore::open(&data.join("paved.redb")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}: is another paved up running? choose another address with --listen",
+                    opts.listen
+                )
+            })?;
+        let listen = listener.local_addr()?;
+
+        let repo = Repo::new(Arc::new(store));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let ids = Ids::from_entropy();
+        let tokens = Tokens::load(&repo).await?;
+        let token = ensure_admin_token(&repo, &tokens, &data, &ids, clock.now_ms()).await?;
+
+        let runtime = Arc::new(ProcessRuntime::new(opts.shim));
+        let agent = Agent::new(agent_config(&data), repo.clone(), runtime, clock.clone());
+        agent.start().await?;
+
+        let wake = Arc::new(Notify::new());
+        let info = ServerInfo {
+            listen: listen.to_string(),
+            data_dir: data.clone(),
+            started_at_ms: clock.now_ms(),
+        };
+        let logs: Arc<dyn LogSource> = Arc::new(AgentLogs(agent.clone()));
+        let api = Api::new(
+            repo.clone(),
+            clock.clone(),
+            ids.clone(),
+            Some(logs),
+            info,
+            wake.clone(),
+        );
+        let router = server::router(api.clone(), tokens).await?;
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = server::serve(router, listener, shutdown).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        let reconciler = tokio::spawn(Reconciler::new(repo, clock, ids, wake).run());
+        let agent_loop = {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = agent.run().await {
+                    tracing::error!(error = %e, "agent stopped");
+                }
+            })
+        };
+        let tasks = vec![reconciler, agent_loop];
+        Ok(Platform {
+            listen,
+            data,
+            token,
+            api,
+            agent,
+            tasks,
+            stop_server: Some(stop_server),
+            server,
+        })
+    }
+
+    /// Submits the bundled example jobs.
+    pub async fn submit_demo(&self) {
+        for (source, manifest) in DEMO_JOBS {
+            let req = CreateJobRequest {
+                manifest: manifest.to_owned(),
+                source: source.to_owned(),
+            };
+            match self.api.create_job(tonic::Request::new(req)).await {
+                Ok(job) => {
+                    let job = job.into_inner();
+                    println!("  demo: submitted {} job {} ({})", job.kind, job.name, job.id);
+                }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    println!("  demo: {source} already running")
+                }
+                Err(s) => println!("  demo: cannot submit {source}: {}", s.message()),
+            }
+        }
+    }
+
+    /// Clean stop: closes the API (in-flight calls finish), stops the control loops, then
+    /// stops every task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.agent.shutdown().await;
+    }
+}
+
+/// Creates the data directory, refusing a path that is a file.
+fn prepare_data_dir(data: &Path) -> anyhow::Result<()> {
+    if data.exists() && !data.is_dir() {
+        bail!(
+            "data directory {} is a file, not a directory; pass another with --data",
+            data.display()
+        );
+    }
+    std::fs::create_dir_all(data).with_context(|| {
+        format!(
+            "cannot create data directory {}; pass another with --data",
+            data.display()
+        )
+    })
+}
+
+fn agent_config(data: &Path) -> AgentConfig {
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned());
+    AgentConfig {
+        node,
+        data_dir: data.join("agent"),
+        cpu: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        memory_bytes: total_memory().unwrap_or(1 << 30),
+        ..AgentConfig::default()
+    }
+}
+
+fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Task logs, read from the local agent.
+struct AgentLogs(Agent);
+
+#[async_trait]
+impl LogSource for AgentLogs {
+    async fn open(
+        &self,
+        task: &Task,
+        stderr: bool,
+        tail_bytes: u64,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<Bytes, String>>, ApiError> {
+        self.0
+            .logs(task, stderr, tail_bytes, follow)
+            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))
+    }
+}

@@ -1,0 +1,469 @@
+//! Integration tests: the control plane and an agent in-process, driven through the generated
+//! gRPC client and the JSON API, running real processes.
+
+#[path = "common/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use paved_api::v1 as pb;
+use support::{InProcess, batch, service, wait_for};
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_refused_and_learn_nothing() {
+    let p = InProcess::start().await;
+    let mut jobs = p.jobs();
+    jobs.create_job(pb::CreateJobRequest {
+        manifest: service("secret-job", 0, "sleep 100"),
+        source: String::new(),
+    })
+    .await
+    .unwrap();
+
+    let anonymous = p.jobs_with_token(None);
+    let wrong = p.jobs_with_token(Some("pvd_not_the_right_token_at_all"));
+    for mut client in [anonymous, wrong] {
+        let err = client
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(!err.message().contains("secret-job"));
+    }
+
+    let http = reqwest::Client::new();
+    let resp = http.get(p.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!resp.text().await.unwrap().contains("secret-job"));
+    let resp = http
+        .get(p.url("/v1/jobs"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .get(p.url("/v1/jobs"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("secret-job"));
+    // Health checks stay open to load balancers.
+    let resp = http.get(p.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn batch_job_runs_to_completion_and_keeps_its_logs() {
+    let p = InProcess::start().await;
+    let mut jobs = p.jobs();
+    let cmd = "echo hello from $PAVED_TASK_INDEX; echo oops >&2";
+    let job = jobs
+        .create_job(pb::CreateJobRequest {
+            manifest: batch("hello", 2, cmd),
+            source: "hello.toml".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (job.kind.as_str(), job.state.as_str(), job.instances),
+        ("batch", "pending", 2)
+    );
+
+    let done = p.wait_job("hello", |j| j.state == "complete").await;
+    assert_eq!(done.task_counts.get("exited"), Some(&2), "{done:?}");
+    let tasks = p.tasks("hello").await;
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert_eq!(
+            (t.state.as_str(), t.exit_code, t.restarts),
+            ("exited", Some(0), 0),
+            "{t:?}"
+        );
+        assert!(t.pid.is_none());
+        let out = p.logs(&t.id, "stdout").await;
+        assert_eq!(out, format!("hello from {}\n", t.index));
+        assert_eq!(p.logs(&t.id, "stderr").await, "oops\n");
+    }
+    // By job name and index too.
+    assert!(p.logs("hello/1", "stdout").await.contains("hello from 1"));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn service_scales_replaces_killed_tasks_and_dies_with_its_job() {
+    let p = InProcess::start().await;
+    let mut jobs = p.jobs();
+    jobs.create_job(pb::CreateJobRequest {
+        manifest: service("web", 2, "exec sleep 1000"),
+        source: String::new(),
+    })
+    .await
+    .unwrap();
+    p.wait_job("web", |j| j.state == "running").await;
+    assert_eq!(p.running("web").await.len(), 2);
+
+    jobs.scale_job(pb::ScaleJobRequest {
+        job: "web".into(),
+        instances: 3,
+    })
+    .await
+    .unwrap();
+    wait_for("3 running", || async { p.running("web").await.len() == 3 }).await;
+    jobs.scale_job(pb::ScaleJobRequest {
+        job: "web".into(),
+        instances: 1,
+    })
+    .await
+    .unwrap();
+    wait_for("1 running, 2 killed", || async {
+        let tasks = p.tasks("web").await;
+        tasks.iter().filter(|t| t.state == "running").count() == 1
+            && tasks.iter().filter(|t| t.state == "killed").count() == 2
+    })
+    .await;
+
+    let victim = p.running("web").await.remove(0);
+    let mut tasks = p.tasks_client();
+    tasks
+        .kill_task(pb::KillTaskRequest {
+            task: victim.id.clone(),
+        })
+        .await
+        .unwrap();
+    wait_for("a replacement", || async {
+        p.running("web").await.iter().any(|t| t.id != victim.id)
+    })
+    .await;
+    assert!(
+        !support::alive(victim.pid.unwrap()),
+        "killed task's process is gone"
+    );
+
+    let pids: Vec<u32> = p.running("web").await.iter().filter_map(|t| t.pid).collect();
+    let job = jobs
+        .kill_job(pb::KillJobRequest { job: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.state, "killed");
+    wait_for("every task killed", || async {
+        p.tasks("web").await.iter().all(|t| t.state == "killed")
+    })
+    .await;
+    for pid in pids {
+        assert!(
+            !support::alive(pid),
+            "pid {pid} still runs after its job was killed"
+        );
+    }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn restart_policy_retries_then_fails_for_good() {
+    let p = InProcess::start().await;
+    let manifest = batch("flaky", 1, "exit 3") + "[restart]\nattempts = 2\ndelay = \"10ms\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    let job = p.wait_job("flaky", |j| j.state == "failed").await;
+    assert!(job.reason.contains("exited with code 3"), "{}", job.reason);
+    let task = p.tasks("flaky").await.remove(0);
+    assert_eq!(
+        (task.state.as_str(), task.restarts, task.exit_code),
+        ("failed", 2, Some(3)),
+        "{task:?}"
+    );
+    assert!(task.reason.contains("no restarts left"), "{}", task.reason);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_killed_from_outside_is_restarted_and_counted() {
+    let p = InProcess::start().await;
+    let manifest = service("victim", 1, "exec sleep 1000") + "[restart]\ndelay = \"10ms\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    p.wait_job("victim", |j| j.state == "running").await;
+    let before = p.running("victim").await.remove(0);
+    support::kill9(before.pid.unwrap());
+    wait_for("restarted", || async {
+        p.running("victim")
+            .await
+            .first()
+            .is_some_and(|t| t.restarts == 1 && t.pid != before.pid)
+    })
+    .await;
+    let after = p.running("victim").await.remove(0);
+    assert_eq!(after.id, before.id, "a restart keeps the task");
+    assert_eq!(after.signal, Some(9));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn ports_are_assigned_and_passed_in_the_environment() {
+    let p = InProcess::start().await;
+    let manifest = service(
+        "ported",
+        1,
+        "echo port=$PORT http=$PORT_HTTP admin=$PORT_ADMIN; exec sleep 1000",
+    ) + "[[ports]]\nname = \"http\"\n[[ports]]\nname = \"admin\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    p.wait_job("ported", |j| j.state == "running").await;
+    let task = p.running("ported").await.remove(0);
+    let (http, admin) = (task.ports["http"], task.ports["admin"]);
+    assert_ne!(http, admin);
+    let want = format!("port={http} http={http} admin={admin}\n");
+    wait_for("the task's output", || async {
+        p.logs(&task.id, "stdout").await == want
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_manifest_is_refused_with_positions_and_changes_nothing() {
+    let p = InProcess::start().await;
+    let mut jobs = p.jobs();
+    jobs.create_job(pb::CreateJobRequest {
+        manifest: service("keep", 0, "true"),
+        source: String::new(),
+    })
+    .await
+    .unwrap();
+    let bad = "name = \"Bad Name\"\nkind = \"servce\"\ncommand = []\nbogus = 1\n";
+    let err = jobs
+        .create_job(pb::CreateJobRequest {
+            manifest: bad.into(),
+            source: "bad.toml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    for expected in [
+        "bad.toml:1:",
+        "bad.toml:2:",
+        "bad.toml:3:",
+        "bad.toml:4:",
+        "kind",
+        "bogus",
+    ] {
+        assert!(
+            err.message().contains(expected),
+            "{expected} missing from {}",
+            err.message()
+        );
+    }
+    let listed = jobs
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        listed.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["keep"]
+    );
+
+    // A duplicate name is refused too, leaving the first job as it was.
+    let err = jobs
+        .create_job(pb::CreateJobRequest {
+            manifest: service("keep", 3, "true"),
+            source: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let kept = jobs
+        .get_job(pb::GetJobRequest { job: "keep".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.instances, 0);
+
+    // The JSON API refuses the same way, with a stable code.
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"manifest": bad, "source": "bad.toml"});
+    let resp = http
+        .post(p.url("/v1/jobs"))
+        .bearer_auth(&p.platform.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "invalid_manifest");
+    let resp = http
+        .post(p.url("/v1/jobs"))
+        .bearer_auth(&p.platform.token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = http
+        .post(p.url("/v1/jobs/keep/scale"))
+        .bearer_auth(&p.platform.token)
+        .json(&serde_json::json!({"instances": 1_000_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = http
+        .get(p.url("/v1/jobs/nope"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn the_json_api_serves_the_same_model_as_grpc() {
+    let p = InProcess::start().await;
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest: service("twin", 1, "exec sleep 1000"),
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    p.wait_job("twin", |j| j.state == "running").await;
+    let grpc = p
+        .jobs()
+        .get_job(pb::GetJobRequest { job: "twin".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let http = reqwest::Client::new();
+    let json: pb::Job = http
+        .get(p.url("/v1/jobs/twin"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json, grpc);
+    let tasks: pb::ListTasksResponse = http
+        .get(p.url("/v1/tasks?job=twin"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tasks.tasks.len(), 1);
+    assert_eq!(tasks.tasks[0].job_id, grpc.id);
+    let status: pb::Status = http
+        .get(p.url("/v1/status"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(status.store.starts_with("redb:"), "{status:?}");
+    assert_eq!(status.jobs_by_state.get("running"), Some(&1));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn logs_follow_a_running_task() {
+    let p = InProcess::start().await;
+    let cmd = "i=0; while [ $i -lt 3 ]; do echo line$i; i=$((i+1)); sleep 0.3; done";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest: batch("ticker", 1, cmd),
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    wait_for("the task to start", || async {
+        !p.tasks("ticker").await.is_empty()
+    })
+    .await;
+    let mut stream = p
+        .tasks_client()
+        .stream_logs(pb::StreamLogsRequest {
+            task: "ticker".into(),
+            stream: "stdout".into(),
+            follow: true,
+            tail_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let collect = async {
+        while let Some(chunk) = stream.message().await.unwrap() {
+            seen.extend(chunk.data);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("a followed log ends once its task has ended");
+    assert_eq!(String::from_utf8_lossy(&seen), "line0\nline1\nline2\n");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let p = InProcess::start().await;
+    let channel = p.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "paved.v1.Jobs".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let names = support::reflected_services(&p).await;
+    for service in [
+        "paved.v1.Jobs",
+        "paved.v1.Tasks",
+        "paved.v1.Nodes",
+        "paved.v1.System",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.0.contains(&service.to_owned()),
+            "v1 reflection lacks {service}: {names:?}"
+        );
+        assert!(
+            names.1.contains(&service.to_owned()),
+            "v1alpha reflection lacks {service}: {names:?}"
+        );
+    }
+    p.stop().await;
+}

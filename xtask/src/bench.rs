@@ -1,0 +1,276 @@
+//! End-to-end benchmarks against a real `paved up` (release build) on loopback.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use paved_api::v1::{self as pb, jobs_client::JobsClient, tasks_client::TasksClient};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// Calls in flight at once during each phase.
+const CONCURRENCY: usize = 32;
+const PHASE: Duration = Duration::from_secs(5);
+
+/// A `paved up` started for a benchmark, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    _data: TempDir,
+}
+
+pub fn api(root: &Path) -> anyhow::Result<()> {
+    let server = Server::start(root)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let channel = Channel::from_shared(server.url.clone())?.connect().await?;
+        let auth: MetadataValue<_> = format!("Bearer {}", server.token).parse()?;
+        let jobs = JobsClient::with_interceptor(channel.clone(), auth_fn(auth.clone()));
+        let tasks = TasksClient::with_interceptor(channel, auth_fn(auth));
+        create(&jobs, "bench-read", 0).await?;
+        create(&jobs, "bench-tasks", 10).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let j = jobs.clone();
+        let reads = phase("job reads", move |i| {
+            let mut c = j.clone();
+            async move {
+                c.get_job(pb::GetJobRequest {
+                    job: if i % 2 == 0 {
+                        "bench-read".into()
+                    } else {
+                        "bench-tasks".into()
+                    },
+                })
+                .await
+                .map(drop)
+            }
+        })
+        .await?;
+        let lists = phase("task listings (10 tasks)", move |_| {
+            let mut c = tasks.clone();
+            async move {
+                c.list_tasks(pb::ListTasksRequest {
+                    job: "bench-tasks".into(),
+                    states: vec![],
+                })
+                .await
+                .map(drop)
+            }
+        })
+        .await?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let creates = phase("durable job creates", move |_| {
+            let c = jobs.clone();
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            async move {
+                create(&c, &format!("bench-{n}"), 0)
+                    .await
+                    .map(drop)
+                    .map_err(|e| tonic::Status::internal(e.to_string()))
+            }
+        })
+        .await?;
+        println!(
+            "api reads/s={:.0} listings/s={:.0} creates/s={:.0} p99 read={:.2}ms list={:.2}ms create={:.2}ms",
+            reads.rate, lists.rate, creates.rate, reads.p99_ms, lists.p99_ms, creates.p99_ms
+        );
+        anyhow::Ok(())
+    })?;
+    drop(server);
+    Ok(())
+}
+
+pub fn idle(root: &Path) -> anyhow::Result<()> {
+    let server = Server::start(root)?;
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = server.child.id();
+    let (cpu0, t0) = (cpu_ticks(pid)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(20));
+    let (cpu1, elapsed) = (cpu_ticks(pid)?, t0.elapsed());
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let cpu = (cpu1 - cpu0) as f64 / ticks_per_s / elapsed.as_secs_f64() * 100.0;
+    let rss = rss_kib(pid)? as f64 / 1024.0;
+    println!(
+        "idle paved up: rss={rss:.1} MB cpu={cpu:.2} % (over {:.0} s)",
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+struct Figures {
+    rate: f64,
+    p99_ms: f64,
+}
+
+/// Runs `call` from `CONCURRENCY` workers for `PHASE`; prints and returns rate and latencies.
+async fn phase<F, Fut>(name: &str, call: F) -> anyhow::Result<Figures>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let deadline = Instant::now() + PHASE;
+    let mut workers = Vec::new();
+    for w in 0..CONCURRENCY {
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = w;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                call(i).await?;
+                latencies.push(t.elapsed());
+                i += CONCURRENCY;
+            }
+            Ok::<_, tonic::Status>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await??);
+    }
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let figures = Figures {
+        rate: all.len() as f64 / PHASE.as_secs_f64(),
+        p99_ms: pct(0.99),
+    };
+    println!(
+        "{name:>28}: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms  ({} calls)",
+        figures.rate,
+        pct(0.5),
+        figures.p99_ms,
+        all.len()
+    );
+    Ok(figures)
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Puts the bearer token on every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+fn auth_fn(auth: MetadataValue<tonic::metadata::Ascii>) -> Bearer {
+    Bearer(auth)
+}
+
+async fn create(jobs: &JobsClient<Authed>, name: &str, instances: u32) -> anyhow::Result<()> {
+    let manifest = format!(
+        "name = \"{name}\"\nkind = \"service\"\ninstances = {instances}\ncommand = [\"sleep\", \"1000\"]\n"
+    );
+    jobs.clone()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: "bench".into(),
+        })
+        .await?;
+    Ok(())
+}
+
+impl Server {
+    fn start(root: &Path) -> anyhow::Result<Server> {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args(["build", "--release", "--quiet", "-p", "paved"])
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --release -p paved failed");
+        }
+        let data = TempDir::new()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(root.join("target/release/paved"))
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data.0)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start paved up")?;
+        let token_file = data.0.join("admin.token");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            if Instant::now() > deadline {
+                bail!("paved up did not come up within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
+        Ok(Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            token,
+            _data: data,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM lets paved stop its tasks; SIGKILL only if it hangs.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed on drop; xtask keeps its dependencies few.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("paved-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after "pid (comm)" and state.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no VmRSS value")?
+        .parse()?)
+}
