@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         ["test", rest @ ..] => test(rest),
         ["tidy"] => tidy(),
+        ["bench", which @ ("api" | "idle")] if cfg!(debug_assertions) => rerun_release(&["bench", which]),
         ["bench", "api"] => bench::api(&root()?),
         ["bench", "idle"] => bench::idle(&root()?),
         _ => {
@@ -37,6 +38,14 @@ fn test(extra: &[&str]) -> anyhow::Result<()> {
         .args(["test", "--workspace", "--all-targets"])
         .args(extra);
     run(&mut cmd)
+}
+
+/// Benchmarks measure with an optimised load generator too: run this task again, built in release.
+fn rerun_release(args: &[&str]) -> anyhow::Result<()> {
+    run(cargo()
+        .current_dir(root()?)
+        .args(["run", "--quiet", "--release", "-p", "xtask", "--"])
+        .args(args))
 }
 
 fn tidy() -> anyhow::Result<()> {

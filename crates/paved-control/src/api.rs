@@ -22,7 +22,8 @@ use crate::convert;
 use crate::env::{Clock, Ids};
 use crate::error::ApiError;
 use crate::reconcile::stop_task;
-use crate::repo::{Change, Repo, Versioned};
+use crate::repo::{Change, Repo, RepoError, Versioned, job_id_key};
+use paved_store::StoreError;
 
 /// Where task logs come from: the agent that ran the task.
 #[async_trait]
@@ -176,7 +177,7 @@ impl Api {
             )));
         }
         let now = self.now();
-        let job = Job {
+        let mut job = Job {
             id: self.inner.ids.job_id(),
             tenant: DEFAULT_TENANT.to_owned(),
             spec,
@@ -185,17 +186,27 @@ impl Api {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        repo.create_job(&job, existing.map(|e| e.revision))
-            .await
-            .map_err(|e| match e {
-                crate::repo::RepoError::Store(paved_store::StoreError::Conflict { .. }) => {
-                    ApiError::AlreadyExists(format!(
-                        "job {:?} was created concurrently; retry",
-                        job.spec.name
-                    ))
+        let replacing = existing.map(|e| e.revision);
+        // Ids are random; the rare collision with an existing id just draws another.
+        let mut attempts = 0;
+        loop {
+            match repo.create_job(&job, replacing).await {
+                Ok(_) => break,
+                Err(RepoError::Store(StoreError::Conflict { key, .. }))
+                    if key == job_id_key(&job.id) && attempts < 8 =>
+                {
+                    attempts += 1;
+                    job.id = self.inner.ids.job_id();
                 }
-                other => other.into(),
-            })?;
+                Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                    let name = &job.spec.name;
+                    return Err(ApiError::AlreadyExists(format!(
+                        "job {name:?} was created concurrently; retry"
+                    )));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
         tracing::info!(job = %job.spec.name, id = %job.id, kind = job.spec.kind.as_str(), "job created");
         self.inner.wake.notify_one();
         Ok(convert::job(&job, &[]))

@@ -20,7 +20,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// Makes ids: jobs get 8 hex digits, tasks `<job-id>-<4 hex digits>`.
+/// Makes ids: jobs get 12 hex digits (48 bits: collisions stay rare at millions of jobs, and the
+/// create path retries the rare one), tasks `<job-id>-<4 hex digits>`.
 #[derive(Clone)]
 pub struct Ids {
     rng: Arc<Mutex<StdRng>>,
@@ -38,7 +39,7 @@ impl Ids {
     }
 
     pub fn job_id(&self) -> String {
-        format!("{:08x}", self.next() as u32)
+        format!("{:012x}", self.next() >> 16)
     }
 
     pub fn task_id(&self, job_id: &str) -> String {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use paved_store::Expect;
 use paved_types::{Desired, Job, JobKind, JobState, Node, Task, TaskState};
 use tokio::sync::Notify;
@@ -67,6 +67,8 @@ impl Reconciler {
                     }
                 }
             }
+            // One pass covers every change already committed: skip the events queued meanwhile.
+            while let Some(Some(())) = next_change(&mut changes).now_or_never() {}
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressStyle};
-use paved_api::v1::{self as api, CreateJobRequest, Job, ListTasksRequest, Task, ValidateManifestResponse};
+use paved_api::v1::{CreateJobRequest, Job, ListTasksRequest, Task, ValidateManifestResponse};
 use paved_types::{ManifestError, parse_manifest};
 
 use super::Ctx;
@@ -237,47 +237,13 @@ fn validation(checked: &Result<paved_types::JobSpec, ManifestError>) -> Validate
         Ok(spec) => ValidateManifestResponse {
             valid: true,
             problems: Vec::new(),
-            spec: Some(spec_to_api(spec)),
+            spec: Some(paved_control::convert::spec(spec)),
         },
         Err(err) => ValidateManifestResponse {
             valid: false,
-            problems: err.problems.iter().map(problem_to_api).collect(),
+            problems: err.problems.iter().map(paved_control::convert::problem).collect(),
             spec: None,
         },
-    }
-}
-
-fn problem_to_api(p: &paved_types::ManifestProblem) -> api::ManifestProblem {
-    api::ManifestProblem {
-        file: p.file.clone(),
-        line: p.line,
-        column: p.column,
-        field: p.field.clone(),
-        message: p.message.clone(),
-    }
-}
-
-fn spec_to_api(spec: &paved_types::JobSpec) -> api::JobSpec {
-    api::JobSpec {
-        name: spec.name.clone(),
-        kind: spec.kind.as_str().to_owned(),
-        instances: spec.instances,
-        command: spec.command.clone(),
-        env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        resources: Some(api::Resources {
-            cpu: spec.resources.cpu,
-            memory_bytes: spec.resources.memory_bytes,
-        }),
-        restart: Some(api::RestartSpec {
-            policy: spec.restart.policy.as_str().to_owned(),
-            attempts: spec.restart.attempts,
-            delay_ms: u64::try_from(spec.restart.delay.as_millis()).unwrap_or(u64::MAX),
-        }),
-        ports: spec
-            .ports
-            .iter()
-            .map(|p| api::PortSpec { name: p.name.clone() })
-            .collect(),
     }
 }
 
