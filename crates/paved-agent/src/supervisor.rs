@@ -370,18 +370,12 @@ impl Supervisor<'_> {
     }
 
     async fn killed(&mut self, status: &ExitStatus) -> Result<(), AgentError> {
-        let reason = self
-            .agent
-            .inner
-            .repo
-            .task(self.task_id)
-            .await?
-            .map(|t| t.value.reason)
-            .unwrap_or_default();
-        let reason = if reason.is_empty() || reason == "running" {
-            "stopped".to_owned()
-        } else {
-            reason
+        let task = self.agent.inner.repo.task(self.task_id).await?.map(|t| t.value);
+        // The control plane gives its reason with `desired = stop`; a stop it did not ask for
+        // comes from this agent shutting down.
+        let reason = match task {
+            Some(t) if t.desired == Desired::Stop => t.reason,
+            _ => "the agent shut down; the control plane replaces the task".to_owned(),
         };
         self.finish(TaskState::Killed, &reason, Some(status)).await
     }

@@ -22,6 +22,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::cli::UpArgs;
 
+/// How long a clean stop waits for in-flight API calls.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The example jobs `--demo` submits, bundled into the binary.
 const DEMO_JOBS: [(&str, &str); 2] = [
     (
@@ -175,7 +178,10 @@ impl Platform {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.server).await;
+        // Streams (`logs -f`, watches) never finish by themselves: give calls a moment, then go.
+        if tokio::time::timeout(DRAIN, &mut self.server).await.is_err() {
+            self.server.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }

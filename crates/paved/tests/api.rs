@@ -467,3 +467,53 @@ async fn health_and_reflection_are_served() {
     }
     p.stop().await;
 }
+
+#[tokio::test]
+async fn watch_sends_a_snapshot_then_every_change() {
+    let p = InProcess::start().await;
+    let mut jobs = p.jobs();
+    let manifest = service("watched", 1, "exec sleep 1000");
+    jobs.create_job(pb::CreateJobRequest {
+        manifest,
+        source: String::new(),
+    })
+    .await
+    .unwrap();
+    let mut events = jobs
+        .watch_jobs(pb::WatchJobsRequest {
+            job: "watched".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.kind, "snapshot");
+    assert_eq!(first.job.unwrap().name, "watched");
+
+    jobs.scale_job(pb::ScaleJobRequest {
+        job: "watched".into(),
+        instances: 2,
+    })
+    .await
+    .unwrap();
+    let saw_two_running = async {
+        while let Some(e) = events.message().await.unwrap() {
+            assert_eq!(e.kind, "updated");
+            if e.tasks.iter().filter(|t| t.state == "running").count() == 2 {
+                return e;
+            }
+        }
+        panic!("watch ended");
+    };
+    let event = tokio::time::timeout(Duration::from_secs(20), saw_two_running)
+        .await
+        .expect("an update with 2 running tasks");
+    assert_eq!(event.job.unwrap().instances, 2);
+
+    let err = jobs
+        .watch_jobs(pb::WatchJobsRequest { job: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    p.stop().await;
+}
