@@ -139,7 +139,11 @@ impl Agent {
                                 self.on_task(task);
                             }
                         }
-                        Some(Ok(_)) => {}
+                        Some(Ok(e)) => {
+                            if let Some(id) = e.key.rsplit('/').next() {
+                                self.forget_files(id);
+                            }
+                        }
                         Some(Err(e)) => { warn!(error = %e, "task watch broke; listing again"); break }
                         None => break,
                     },
@@ -256,7 +260,36 @@ impl Agent {
             self.lock_supervised().insert(record.task_id.clone(), tx);
             self.spawn_supervisor(record.task_id.clone(), start, rx);
         }
-        self.mark_unknown_lost(&known).await
+        self.mark_unknown_lost(&known).await?;
+        self.sweep_forgotten().await
+    }
+
+    /// Deletes the files of a task the store forgot, unless a supervisor still runs it.
+    fn forget_files(&self, task_id: &str) {
+        if task_id.is_empty() || self.lock_supervised().contains_key(task_id) {
+            return;
+        }
+        match std::fs::remove_dir_all(self.task_dir(task_id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(task = %task_id, error = %e, "cannot delete the files of a forgotten task");
+            }
+            _ => {}
+        }
+    }
+
+    /// Deletes task directories whose task the store no longer has (forgotten while the agent
+    /// was down).
+    async fn sweep_forgotten(&self) -> Result<(), AgentError> {
+        let Ok(entries) = std::fs::read_dir(self.tasks_dir()) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.inner.repo.task(&name).await?.is_none() {
+                self.forget_files(&name);
+            }
+        }
+        Ok(())
     }
 
     async fn mark_unknown_lost(&self, known: &[String]) -> Result<(), AgentError> {

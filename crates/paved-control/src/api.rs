@@ -186,7 +186,7 @@ impl Api {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        let replacing = existing.map(|e| e.revision);
+        let replacing = existing.as_ref();
         // Ids are random; the rare collision with an existing id just draws another.
         let mut attempts = 0;
         loop {

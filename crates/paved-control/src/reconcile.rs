@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use paved_store::Expect;
+use paved_store::{Expect, Op};
 use paved_types::{Desired, Job, JobKind, JobState, Node, Task, TaskState};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::env::{Clock, Ids};
-use crate::repo::{Change, Repo, RepoError};
+use crate::repo::{Change, Repo, RepoError, task_key};
 
 /// What one job needs done.
 #[derive(Debug, Default, PartialEq)]
@@ -24,7 +24,14 @@ pub struct Plan {
     pub stop: Vec<String>,
     /// The job's state and reason, when they change.
     pub job: Option<(JobState, String)>,
+    /// Ended tasks to delete: superseded in their slot, beyond the newest `KEEP_ENDED_TASKS`.
+    pub forget: Vec<String>,
 }
+
+/// Superseded ended tasks a job keeps for `paved tasks` and `paved logs`; older ones are deleted
+/// from the store, and their agents delete their files. Bounds what a crash-looping service
+/// leaves behind.
+pub const KEEP_ENDED_TASKS: usize = 10;
 
 pub struct Reconciler {
     repo: Repo,
@@ -89,6 +96,30 @@ impl Reconciler {
                 self.apply(&job, plan, &nodes, &job_tasks).await?;
             }
         }
+        // Tasks of jobs that are gone (a name reused by a new job): stop, then forget them.
+        for orphan in tasks.into_values().flatten() {
+            if orphan.state.is_terminal() {
+                self.forget(&[orphan.id]).await?;
+            } else {
+                stop_task(&self.repo, &orphan.id, "its job was replaced", now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, ids: &[String]) -> Result<(), RepoError> {
+        let ops: Vec<Op> = ids
+            .iter()
+            .filter_map(|id| task_key(id))
+            .map(|key| Op::Delete {
+                key,
+                expect: Expect::Any,
+            })
+            .collect();
+        if !ops.is_empty() {
+            debug!(tasks = ops.len(), "forgetting ended tasks");
+            self.repo.commit(ops).await?;
+        }
         Ok(())
     }
 
@@ -102,6 +133,7 @@ impl Reconciler {
             )
             .await?;
         }
+        self.forget(&plan.forget).await?;
         let mut state = plan.job;
         if !plan.create.is_empty() {
             match pick_node(nodes, tasks) {
@@ -186,6 +218,7 @@ pub async fn stop_task(repo: &Repo, id: &str, reason: &str, now: u64) -> Result<
 pub fn plan(job: &Job, tasks: &[Task], now_ms: u64) -> Plan {
     let mut plan = Plan::default();
     let wanted = |t: &Task| !t.state.is_terminal() && t.desired == Desired::Run;
+    plan.forget = superseded(job, tasks);
     if job.state.is_terminal() {
         plan.stop = tasks.iter().filter(|t| wanted(t)).map(|t| t.id.clone()).collect();
         return plan;
@@ -236,6 +269,28 @@ pub fn plan(job: &Job, tasks: &[Task], now_ms: u64) -> Plan {
         plan.job = Some((state, reason));
     }
     plan
+}
+
+/// Ended tasks that no longer decide anything (a newer task holds their slot, or their slot is
+/// beyond the instance count), minus the newest `KEEP_ENDED_TASKS` of them.
+fn superseded(job: &Job, tasks: &[Task]) -> Vec<String> {
+    let newest_in_slot = |t: &Task| {
+        t.index < job.spec.instances
+            && tasks
+                .iter()
+                .filter(|o| o.index == t.index)
+                .all(|o| o.created_at_ms <= t.created_at_ms)
+    };
+    let mut ended: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.state.is_terminal() && !newest_in_slot(t))
+        .collect();
+    ended.sort_by_key(|t| std::cmp::Reverse(t.finished_at_ms.unwrap_or(t.created_at_ms)));
+    ended
+        .iter()
+        .skip(KEEP_ENDED_TASKS)
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 fn job_state(job: &Job, running: u32, done: u32, failed: Option<&Task>) -> (JobState, String) {

@@ -123,10 +123,10 @@ impl Repo {
     }
 
     /// Creates the job and its id index atomically; fails with `Conflict` if the name is taken
-    /// at a revision other than `replacing`.
-    pub async fn create_job(&self, job: &Job, replacing: Option<u64>) -> Result<u64, RepoError> {
-        let expect = replacing.map_or(Expect::Absent, Expect::Revision);
-        let ops = vec![
+    /// by anything but `replacing` (an ended job of the same name, whose id index goes with it).
+    pub async fn create_job(&self, job: &Job, replacing: Option<&Versioned<Job>>) -> Result<u64, RepoError> {
+        let expect = replacing.map_or(Expect::Absent, |old| Expect::Revision(old.revision));
+        let mut ops = vec![
             put_op(job_key(&job.tenant, &job.spec.name), job, expect)?,
             Op::Put {
                 key: job_id_key(&job.id),
@@ -134,6 +134,12 @@ impl Repo {
                 expect: Expect::Absent,
             },
         ];
+        if let Some(old) = replacing {
+            ops.push(Op::Delete {
+                key: job_id_key(&old.value.id),
+                expect: Expect::Any,
+            });
+        }
         Ok(self.store.txn(ops).await?)
     }
 

@@ -517,3 +517,33 @@ async fn watch_sends_a_snapshot_then_every_change() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_crash_looping_service_leaves_a_bounded_history() {
+    let p = InProcess::start().await;
+    let manifest = service("crashy", 1, "exit 1") + "[restart]\nattempts = 0\ndelay = \"10ms\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    wait_for("16 replacements", || async {
+        let ids: Vec<String> = p.tasks("crashy").await.into_iter().map(|t| t.id).collect();
+        let mut seen = seen.lock().unwrap();
+        seen.extend(ids);
+        seen.len() >= 16
+    })
+    .await;
+    // Ten superseded tasks are kept, plus the newest in the slot and one being replaced.
+    let kept = p.tasks("crashy").await.len();
+    assert!(kept <= 12, "{kept} tasks kept");
+    let dirs = p.platform.data.join("agent/tasks");
+    wait_for("forgotten tasks' files deleted", || async {
+        std::fs::read_dir(&dirs).unwrap().count() <= 13
+    })
+    .await;
+    p.stop().await;
+}

@@ -75,6 +75,7 @@ fn check(job: Job, tasks: &[Task], now: u64, create: &[u32], stop: &[&str], stat
         create: create.to_vec(),
         stop: stop.iter().map(|s| s.to_string()).collect(),
         job: None,
+        forget: vec![],
     };
     assert_eq!(
         (got.create, got.stop),
@@ -266,5 +267,32 @@ fn zero_instances_is_a_running_empty_service() {
         &[],
         &[],
         Some(JobState::Running),
+    );
+}
+
+#[test]
+fn superseded_ended_tasks_beyond_the_newest_ten_are_forgotten() {
+    // Slot 0 crash-looped through 14 tasks; the 15th runs. Slot 1's only task ended: it decides
+    // that slot (a batch slot done), so it is never forgotten.
+    let mut tasks: Vec<Task> = (0..14)
+        .map(|i| {
+            let mut t = task(&format!("old{i:02}"), 0, &format!("failed@{i}"));
+            t.created_at_ms = i;
+            t
+        })
+        .collect();
+    let mut live = task("live", 0, "running");
+    live.created_at_ms = 100;
+    tasks.push(live);
+    tasks.push(task("done", 1, "exited"));
+    let got = plan(&job(JobKind::Service, 2, JobState::Running), &tasks, 0);
+    assert_eq!(got.forget, ["old03", "old02", "old01", "old00"]);
+
+    let scaled_down = [task("a", 0, "running"), task("gone", 5, "killed")];
+    assert!(
+        plan(&job(JobKind::Service, 1, JobState::Running), &scaled_down, 0)
+            .forget
+            .is_empty(),
+        "within the ten kept"
     );
 }
