@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use paved_api::v1::{
     self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
 };
+use paved_types::manifest::MAX_INSTANCES;
 use paved_types::{DEFAULT_TENANT, Job, JobKind, JobState, Task, TaskState, parse_manifest};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,8 +62,6 @@ struct Inner {
     wake: Arc<Notify>,
 }
 
-/// Largest instance count a job may ask for.
-pub const MAX_INSTANCES: u32 = 10_000;
 /// Largest manifest accepted, in bytes.
 const MAX_MANIFEST: usize = 1 << 20;
 
