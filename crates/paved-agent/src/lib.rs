@@ -183,7 +183,10 @@ impl Agent {
         follow: bool,
     ) -> Result<BoxStream<'static, Result<Bytes, String>>, AgentError> {
         let dir = self.task_dir(&task.id);
-        if task.node != self.inner.config.node || !dir.exists() {
+        // A task placed here but not launched yet has no directory: its log reads as empty and a
+        // follower waits for it, so `paved run` then `paved logs -f` never races the launch.
+        let launching = matches!(task.state, TaskState::Pending | TaskState::Starting);
+        if task.node != self.inner.config.node || !(dir.exists() || launching) {
             return Err(AgentError::NoLogs(task.id.clone()));
         }
         let stream = if stderr {
