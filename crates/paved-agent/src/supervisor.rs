@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use paved_control::repo::{Change, RepoError};
-use paved_runtime::{ExitStatus, TaskSpec};
+use paved_runtime::{ExitStatus, Limits, TaskSpec};
+
+/// Processes a task may have when its manifest sets no limit.
+const DEFAULT_PIDS: u32 = 1024;
 use paved_types::{Desired, Job, Task, TaskState};
 use rand::Rng;
 use tokio::sync::watch;
@@ -167,11 +170,7 @@ impl Supervisor<'_> {
             Start::Vanished(record) => {
                 self.record = record;
                 let error = "the task and its shim vanished while the agent was down".to_owned();
-                Ok(Some(ExitStatus {
-                    code: None,
-                    signal: None,
-                    error: Some(error),
-                }))
+                Ok(Some(ExitStatus::failed(error)))
             }
         }
     }
@@ -185,11 +184,7 @@ impl Supervisor<'_> {
         let ports = match self.ports(job) {
             Ok(p) => p,
             Err(e) => {
-                return Ok(Launch::Failed(ExitStatus {
-                    code: None,
-                    signal: None,
-                    error: Some(e),
-                }));
+                return Ok(Launch::Failed(ExitStatus::failed(e)));
             }
         };
         let ports_now = ports.clone();
@@ -218,11 +213,7 @@ impl Supervisor<'_> {
                 info!(task = %self.task_id, pid, "task running");
                 Ok(Launch::Running)
             }
-            Err(e) => Ok(Launch::Failed(ExitStatus {
-                code: None,
-                signal: None,
-                error: Some(e.to_string()),
-            })),
+            Err(e) => Ok(Launch::Failed(ExitStatus::failed(e.to_string()))),
         }
     }
 
@@ -269,16 +260,18 @@ impl Supervisor<'_> {
             env,
             dir: self.agent.task_dir(self.task_id),
             log_limit_bytes: self.agent.inner.config.log_limit_bytes,
+            limits: Limits {
+                cpu_millis: (job.spec.resources.cpu * 1000.0).round() as u32,
+                memory_bytes: job.spec.resources.memory_bytes,
+                pids: DEFAULT_PIDS,
+            },
+            ..TaskSpec::default()
         })
     }
 
     async fn wait_or_stop(&mut self) -> Result<Outcome, AgentError> {
         let Some(process) = self.record.process.clone() else {
-            return Ok(Outcome::Exited(ExitStatus {
-                code: None,
-                signal: None,
-                error: Some("no process to wait for".into()),
-            }));
+            return Ok(Outcome::Exited(ExitStatus::failed("no process to wait for")));
         };
         let runtime = self.agent.inner.runtime.clone();
         let outcome = tokio::select! {
@@ -429,15 +422,15 @@ async fn stop_requested(desired: &mut watch::Receiver<Desired>) {
 }
 
 fn lost(e: paved_runtime::RuntimeError) -> ExitStatus {
-    ExitStatus {
-        code: None,
-        signal: None,
-        error: Some(format!("lost track of the process: {e}")),
-    }
+    ExitStatus::failed(format!("lost track of the process: {e}"))
 }
 
 /// In words, how a run ended.
 fn describe(status: &ExitStatus) -> String {
+    if status.oom_killed {
+        // The stable word dashboards and people search for, as in Kubernetes' OOMKilled.
+        return "oom-killed".to_owned();
+    }
     match (&status.error, status.code, status.signal) {
         (Some(e), _, _) => e.clone(),
         (None, Some(code), _) => format!("exited with code {code}"),

@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             env: Default::default(),
             dir: root.path().join(format!("true-{i}")),
             log_limit_bytes: 1 << 20,
+            ..TaskSpec::default()
         };
         let clock = Instant::now();
         let record = runtime.start(&spec).await?;

@@ -22,6 +22,8 @@ pub struct Harness {
     pub new_runtime: Box<dyn Fn() -> Box<dyn Runtime> + Send + Sync>,
     /// A scratch directory; every check makes its task directories under it.
     pub root: PathBuf,
+    /// The `HOME` a task of this backend gets by default, as the task sees it.
+    pub home: fn(&TaskRecord) -> PathBuf,
 }
 
 /// Expands to one `#[tokio::test]` per check; `$harness` is a function returning
@@ -64,6 +66,7 @@ impl Harness {
             env: Default::default(),
             dir: self.root.join(name),
             log_limit_bytes: 1 << 20,
+            ..TaskSpec::default()
         }
     }
 }
@@ -98,7 +101,7 @@ pub async fn signal_reaches_the_whole_group(h: &Harness) {
     let runtime = (h.new_runtime)();
     let record = start(&*runtime, &h.spec("group", &["sh", "-c", script])).await;
     let child_pid = eventually("the child's pid", || {
-        std::fs::read_to_string(record.dir.join("child.pid"))
+        std::fs::read_to_string(record.work_dir().join("child.pid"))
             .ok()?
             .trim()
             .parse::<u32>()
@@ -109,7 +112,12 @@ pub async fn signal_reaches_the_whole_group(h: &Harness) {
     assert_eq!(wait(&*runtime, &record).await, exited(0));
     let out = read_log(&record.dir, Stream::Stdout, 0).await;
     assert_eq!(out, "leader got TERM\nchild status 143\n");
-    assert!(!procfs::read_stat(child_pid).is_some_and(|s| !s.is_dead() && s.pgrp == record.pid));
+    assert!(child_pid > 0);
+    assert_eq!(
+        task_processes(&record),
+        Vec::<u32>::new(),
+        "processes outlived the task"
+    );
     // Signalling a task that is gone is harmless.
     runtime
         .signal(&record, SIGTERM)
@@ -122,8 +130,9 @@ pub async fn signal_reaches_the_whole_group(h: &Harness) {
 /// an error status) with a message naming the command.
 pub async fn unstartable_commands_fail_clearly(h: &Harness) {
     let not_executable = h.root.join("not-exec");
-    std::fs::create_dir_all(not_executable.join("data")).expect("task dir");
-    std::fs::write(not_executable.join("data/server"), "#!/bin/sh\n").expect("script");
+    let data = not_executable.join(crate::WORK_DIR).join("data");
+    std::fs::create_dir_all(&data).expect("task dir");
+    std::fs::write(data.join("server"), "#!/bin/sh\n").expect("script");
     check_unstartable(h, "missing", "no-such-command-paved", "not found").await;
     check_unstartable(h, "missing-path", "./missing-server", "No such file").await;
     check_unstartable(h, "not-exec", "data/server", "Permission denied").await;
@@ -134,7 +143,7 @@ pub async fn env_is_exactly_the_spec(h: &Harness) {
     spec.env.insert("FOO".into(), "bar baz".into());
     spec.env.insert("EMPTY".into(), String::new());
     let (record, _) = run(h, &spec).await;
-    let home = format!("HOME={}", record.dir.display());
+    let home = format!("HOME={}", (h.home)(&record).display());
     let lines = log_lines(&record).await;
     let path = lines
         .iter()
@@ -208,7 +217,7 @@ pub async fn logs_tail_and_follow(h: &Harness) {
         seen.push_str(&next_chunk(&mut follower).await.expect("the tail"));
     }
     assert_eq!(seen, "one\n");
-    std::fs::write(record.dir.join("go"), "").expect("release the task");
+    std::fs::write(record.work_dir().join("go"), "").expect("release the task");
     while let Some(chunk) = next_chunk(&mut follower).await {
         seen.push_str(&chunk);
     }
@@ -247,7 +256,7 @@ pub async fn exit_without_an_agent_is_recorded(h: &Harness) {
     let script = "while [ ! -e go ]; do sleep 0.02; done; exit 5";
     let spec = h.spec("unwatched", &["sh", "-c", script]);
     let record = start(&*(h.new_runtime)(), &spec).await;
-    std::fs::write(record.dir.join("go"), "").expect("release the task");
+    std::fs::write(record.work_dir().join("go"), "").expect("release the task");
 
     let runtime = (h.new_runtime)();
     let deadline = Instant::now() + DEADLINE;
@@ -269,14 +278,14 @@ pub async fn cleanup_kills_what_a_dead_shim_left(h: &Harness) {
     let runtime = (h.new_runtime)();
     let record = start(&*runtime, &h.spec("orphans", &["sh", "-c", script])).await;
     eventually("the task's children", || {
-        (group_members(&record).len() >= 3).then_some(())
+        (task_processes(&record).len() >= 3).then_some(())
     })
     .await;
     let shim = rustix::process::Pid::from_raw(record.shim_pid as i32).expect("shim pid");
     rustix::process::kill_process(shim, rustix::process::Signal::KILL).expect("SIGKILL the shim");
     let status = wait(&*runtime, &record).await;
     assert!(status.error.is_some(), "no error for a dead shim: {status:?}");
-    assert!(!group_members(&record).is_empty(), "the task died with its shim");
+    assert!(!task_processes(&record).is_empty(), "the task died with its shim");
     finish(&*runtime, &record).await;
     assert_eq!(runtime.probe(&record).await, Probe::Gone);
 }
@@ -326,18 +335,23 @@ async fn run(h: &Harness, spec: &TaskSpec) -> (TaskRecord, ExitStatus) {
 async fn finish(runtime: &dyn Runtime, record: &TaskRecord) {
     runtime.cleanup(record).await.expect("cleanup");
     assert_eq!(
-        group_members(record),
+        task_processes(record),
         Vec::<u32>::new(),
         "processes left after cleanup"
     );
 }
 
-/// Live processes in the task's process group.
-fn group_members(record: &TaskRecord) -> Vec<u32> {
-    procfs::scan(|_, stat| stat.pgrp == record.pid)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect()
+/// The task's live processes: its pid, every descendant, and what is left in its group.
+fn task_processes(record: &TaskRecord) -> Vec<u32> {
+    let mut found = procfs::tree(record.pid);
+    found.extend(
+        procfs::scan(|_, stat| stat.pgrp == record.pid)
+            .into_iter()
+            .map(|(pid, _)| pid),
+    );
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 async fn read_log(dir: &Path, stream: Stream, tail_bytes: u64) -> String {

@@ -41,6 +41,9 @@ pub enum RuntimeError {
     #[error("task {task_id} did not start within {seconds}s; the host may be overloaded, retry")]
     StartTimeout { task_id: String, seconds: u64 },
 
+    #[error("cannot set up cgroups: {reason}")]
+    Cgroup { reason: String },
+
     #[error("invalid signal {signal}; use a named signal number such as 15 (SIGTERM) or 9 (SIGKILL)")]
     InvalidSignal { signal: i32 },
 
@@ -87,6 +90,7 @@ impl RuntimeError {
             RuntimeError::StartFailed { .. } => "runtime.start_failed",
             RuntimeError::ShimFailed { .. } => "runtime.shim_failed",
             RuntimeError::StartTimeout { .. } => "runtime.start_timeout",
+            RuntimeError::Cgroup { .. } => "runtime.cgroup",
             RuntimeError::InvalidSignal { .. } => "runtime.invalid_signal",
             RuntimeError::Signal { .. } => "runtime.signal",
             RuntimeError::Corrupt { .. } => "runtime.corrupt",

@@ -18,10 +18,12 @@
 //! session, and nothing the shim needs lives in the agent's memory.
 
 pub mod conformance;
+mod drivers;
 pub mod error;
 pub mod logs;
 pub mod process;
 mod procfs;
+pub mod sandbox;
 pub mod shim;
 mod task_dir;
 
@@ -31,12 +33,14 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use drivers::{Driver, Drivers};
 pub use error::RuntimeError;
 pub use process::ProcessRuntime;
+pub use sandbox::{Limits, NetworkMode, SandboxRuntime};
 pub use shim::shim_main;
 
 /// What to run; the agent builds it, the runtime hands it to the shim as `spec.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub task_id: String,
     /// argv; `command[0]` is looked up in the task's `PATH` when it has no `/`, and taken relative
@@ -45,12 +49,37 @@ pub struct TaskSpec {
     /// The task's whole environment, plus `PATH` (a standard system path) and `HOME` (the task
     /// directory) when absent.
     pub env: BTreeMap<String, String>,
-    /// Task directory, created by the runtime: the task's working directory, and home of its logs
-    /// and of the shim's files.
+    /// Task directory, created by the runtime: home of its logs and of the shim's files; the
+    /// task works in its [`WORK_DIR`] subdirectory.
     pub dir: PathBuf,
     /// Cap per log stream; a log that reaches it rotates to `<name>.1`, one old generation kept.
     /// 0 means no cap.
     pub log_limit_bytes: u64,
+    /// What the task may use; enforced by isolating backends, ignored by `process`.
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// Which backend [`Drivers`] starts the task with.
+    #[serde(default)]
+    pub driver: Driver,
+    /// How the sandbox backend runs the task; set by that backend, not by callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<sandbox::SandboxPlan>,
+}
+
+/// The subdirectory of a task directory the task owns: its working directory and `HOME`
+/// (shown as `/task` inside a sandbox).
+pub const WORK_DIR: &str = "work";
+
+/// A task's resource usage, as its cgroup counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// CPU time used since the task started, user and system.
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub pids: u64,
 }
 
 /// What the agent persists about a started task and gives back after a restart.
@@ -64,7 +93,7 @@ pub struct TaskRecord {
     pub shim_pid: u32,
     /// Field 22 of `/proc/<shim_pid>/stat`, so a reused pid is not mistaken for the shim.
     pub shim_start_time: u64,
-    /// Name of the runtime that started the task (`"process"`).
+    /// Name of the runtime that started the task (`"process"`, `"sandbox"`).
     pub runtime: String,
 }
 
@@ -77,6 +106,9 @@ pub struct ExitStatus {
     /// e.g. `cannot start: No such file or directory (os error 2): ./server`, or
     /// `shim died without recording an exit status`.
     pub error: Option<String>,
+    /// The kernel's OOM killer ended the task for going over its memory limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 /// One of a task's two output streams.
@@ -122,6 +154,18 @@ pub trait Runtime: Send + Sync + 'static {
     /// Kills whatever of the task is left and removes the shim's files; keeps the logs and the
     /// recorded exit status. Call it after `wait`.
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError>;
+
+    /// The task's current resource usage, when the backend can measure it.
+    async fn stats(&self, _record: &TaskRecord) -> Option<TaskStats> {
+        None
+    }
+}
+
+impl TaskRecord {
+    /// The directory the task works in.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join(WORK_DIR)
+    }
 }
 
 impl ExitStatus {
@@ -130,11 +174,11 @@ impl ExitStatus {
         self.code == Some(0) && self.error.is_none()
     }
 
-    pub(crate) fn failed(error: impl Into<String>) -> Self {
+    /// A run that failed without an exit: it never started, or its end could not be observed.
+    pub fn failed(error: impl Into<String>) -> Self {
         ExitStatus {
-            code: None,
-            signal: None,
             error: Some(error.into()),
+            ..ExitStatus::default()
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::{ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, procfs, task_dir};
+use crate::{ExitStatus, NetworkMode, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, procfs, task_dir};
 
 /// The runtime's name, as recorded in [`TaskRecord::runtime`].
 pub const NAME: &str = "process";
@@ -105,6 +105,42 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
+        if spec.network != NetworkMode::Host {
+            return Err(RuntimeError::InvalidSpec {
+                task_id: spec.task_id.clone(),
+                reason: "the process driver runs tasks on the host's network only; use the sandbox driver \
+                         for network = \"none\""
+                    .to_owned(),
+            });
+        }
+        self.start_as(spec, NAME).await
+    }
+
+    async fn wait(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError> {
+        self.wait_shim(record).await
+    }
+
+    async fn signal(&self, record: &TaskRecord, signal: i32) -> Result<(), RuntimeError> {
+        self.signal_group(record, signal).await
+    }
+
+    async fn probe(&self, record: &TaskRecord) -> Probe {
+        self.probe_shim(record)
+    }
+
+    async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
+        self.cleanup_shim(record).await
+    }
+}
+
+/// The shim handling that every shim-based backend shares; `SandboxRuntime` calls these.
+impl ProcessRuntime {
+    /// Starts the shim for `spec` and records the task as started by runtime `name`.
+    pub(crate) async fn start_as(
+        &self,
+        spec: &TaskSpec,
+        name: &'static str,
+    ) -> Result<TaskRecord, RuntimeError> {
         validate(spec)?;
         // Small writes to a local directory: cheaper inline than through spawn_blocking, and
         // start latency is what this path is measured by.
@@ -130,7 +166,7 @@ impl Runtime for ProcessRuntime {
         };
         self.remember(&spec.task_id, shim_pid, exited);
         debug!(task = %spec.task_id, pid, shim_pid, "task started");
-        let runtime = NAME.to_owned();
+        let runtime = name.to_owned();
         Ok(TaskRecord {
             task_id: spec.task_id.clone(),
             dir,
@@ -141,7 +177,7 @@ impl Runtime for ProcessRuntime {
         })
     }
 
-    async fn wait(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError> {
+    pub(crate) async fn wait_shim(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError> {
         check_record(record)?;
         let reaped = match self.child_exit(record) {
             Some(mut exited) => exited.wait_for(|exited| *exited).await.is_ok(),
@@ -153,7 +189,7 @@ impl Runtime for ProcessRuntime {
         Ok(task_dir::read_exit(&record.dir)?.unwrap_or_else(|| ExitStatus::failed(SHIM_DIED)))
     }
 
-    async fn signal(&self, record: &TaskRecord, signal: i32) -> Result<(), RuntimeError> {
+    pub(crate) async fn signal_group(&self, record: &TaskRecord, signal: i32) -> Result<(), RuntimeError> {
         let signal = Signal::from_named_raw(signal).ok_or(RuntimeError::InvalidSignal { signal })?;
         let group = check_record(record)?;
         if !procfs::group_alive(record.pid, record.shim_pid) {
@@ -169,7 +205,7 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    async fn probe(&self, record: &TaskRecord) -> Probe {
+    pub(crate) fn probe_shim(&self, record: &TaskRecord) -> Probe {
         if procfs::is_alive(record.shim_pid, record.shim_start_time) {
             return Probe::Running;
         }
@@ -180,7 +216,7 @@ impl Runtime for ProcessRuntime {
         }
     }
 
-    async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
+    pub(crate) async fn cleanup_shim(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         check_record(record)?;
         kill_remains(record).await?;
         task_dir::remove_shim_files(&record.dir)?;

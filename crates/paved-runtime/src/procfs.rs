@@ -9,6 +9,8 @@ use std::io::{self, Read};
 pub(crate) struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `Z` (zombie), ...
     pub(crate) state: char,
+    /// Field 4.
+    pub(crate) ppid: u32,
     /// Field 5.
     pub(crate) pgrp: u32,
     /// Field 6.
@@ -30,13 +32,14 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
     let session = fields.next()?.parse().ok()?;
     // The iterator now stands at field 7; field 22 is 15 further.
     let start_time = fields.nth(15)?.parse().ok()?;
     Some(ProcStat {
         state,
+        ppid,
         pgrp,
         session,
         start_time,
@@ -58,6 +61,23 @@ pub(crate) fn read_stat(pid: u32) -> Option<ProcStat> {
             None
         }
     }
+}
+
+/// `root` and its live descendants (a snapshot: processes may come and go meanwhile).
+pub(crate) fn tree(root: u32) -> Vec<u32> {
+    let all = scan(|_, _| true);
+    let mut found: Vec<u32> = all
+        .iter()
+        .filter(|(pid, _)| *pid == root)
+        .map(|(pid, _)| *pid)
+        .collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, s)| s.ppid == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found
 }
 
 /// Whether `pid` is alive (not a zombie) and is the process that started at `start_time`.
@@ -135,7 +155,7 @@ mod tests {
         ) {
             let state = state.chars().next().unwrap_or('R');
             let parsed = parse_stat(&stat_line(&comm, state, pgrp, session, start));
-            prop_assert_eq!(parsed, Some(ProcStat { state, pgrp, session, start_time: start }));
+            prop_assert_eq!(parsed, Some(ProcStat { state, ppid: 1, pgrp, session, start_time: start }));
         }
 
         #[test]

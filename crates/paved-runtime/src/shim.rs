@@ -25,7 +25,8 @@ use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
 use crate::logs::LogWriter;
-use crate::{ExitStatus, Stream, TaskSpec, procfs, task_dir};
+use crate::sandbox::{SandboxPlan, launch};
+use crate::{ExitStatus, Stream, TaskSpec, WORK_DIR, procfs, task_dir};
 
 /// `PATH` of a task whose spec sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,10 +70,12 @@ enum ShimError {
     },
 }
 
-/// A started task: its pid and the channel on which the log copiers report their end.
+/// A started task: its pid (for a sandbox, its init's), the channel on which the log copiers
+/// report their end, and for a sandbox the pipe that tells how the task itself ended.
 struct Task {
     pid: Pid,
     copiers: mpsc::Receiver<()>,
+    sandbox: Option<(launch::Started, SandboxPlan)>,
 }
 
 fn run(dir: &Path) -> Result<(), ShimError> {
@@ -105,33 +108,61 @@ fn run(dir: &Path) -> Result<(), ShimError> {
 }
 
 /// Starts the task with its output piped into the logs; the error is the reason it could not,
-/// as the agent will show it.
+/// as the agent will show it. The log threads start last: the sandbox forks while the shim is
+/// still single-threaded.
 fn launch(dir: &Path, spec: &TaskSpec) -> Result<Task, String> {
     let name = spec.command.first().map(String::as_str).unwrap_or_default();
     if name.is_empty() {
         return Err("cannot start: the command is empty".to_owned());
     }
-    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-    let program = resolve(name, dir, path_var)?;
+    let (stdout_pipe, stdout_log, stdout) = log_pipe(dir, Stream::Stdout, spec.log_limit_bytes)?;
+    let (stderr_pipe, stderr_log, stderr) = log_pipe(dir, Stream::Stderr, spec.log_limit_bytes)?;
+    let (pid, sandbox) = match &spec.sandbox {
+        Some(plan) => {
+            let started = launch::start(spec, plan, dir, stdout, stderr)?;
+            (started.init, Some((started, plan.clone())))
+        }
+        None => (spawn_plain(dir, spec, name, stdout, stderr)?, None),
+    };
     let (done, copiers) = mpsc::channel();
-    let stdout = start_copier(dir, Stream::Stdout, spec.log_limit_bytes, done.clone())?;
-    let stderr = start_copier(dir, Stream::Stderr, spec.log_limit_bytes, done)?;
-    let mut command = task_command(program, spec, dir);
+    let copying = start_copier(Stream::Stdout, stdout_pipe, stdout_log, done.clone())
+        .and_then(|()| start_copier(Stream::Stderr, stderr_pipe, stderr_log, done));
+    let task = Task {
+        pid,
+        copiers,
+        sandbox,
+    };
+    if let Err(reason) = copying {
+        abandon(task);
+        return Err(reason);
+    }
+    Ok(task)
+}
+
+/// Spawns the task as a plain process group of the host.
+fn spawn_plain(
+    dir: &Path,
+    spec: &TaskSpec,
+    name: &str,
+    stdout: PipeWriter,
+    stderr: PipeWriter,
+) -> Result<Pid, String> {
+    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let work = dir.join(WORK_DIR);
+    let program = resolve(name, &work, path_var)?;
+    let mut command = task_command(program, spec, &work);
     command.stdout(stdout).stderr(stderr);
     let spawned = command.spawn();
     // Drops the shim's copies of the pipes' write ends: the copiers see end of file once the
     // task's processes have closed theirs.
     drop(command);
     let child = spawned.map_err(|e| format!("cannot start: {e}: {name}"))?;
-    Ok(Task {
-        pid: Pid::from_child(&child),
-        copiers,
-    })
+    Ok(Pid::from_child(&child))
 }
 
 /// The program to run for `name`: a path (relative to the task directory) when it has a `/`,
 /// else the first executable file of that name in `path_var`.
-fn resolve(name: &str, dir: &Path, path_var: &str) -> Result<PathBuf, String> {
+pub(crate) fn resolve(name: &str, dir: &Path, path_var: &str) -> Result<PathBuf, String> {
     if name.contains('/') {
         return Ok(dir.join(name));
     }
@@ -168,25 +199,31 @@ fn task_command(program: PathBuf, spec: &TaskSpec, dir: &Path) -> Command {
     command
 }
 
-/// Opens the stream's log and starts a thread copying a new pipe into it; returns the pipe's
-/// write end for the task.
-fn start_copier(
-    dir: &Path,
-    stream: Stream,
-    limit: u64,
-    done: mpsc::Sender<()>,
-) -> Result<PipeWriter, String> {
+/// Opens the stream's log and a pipe to feed it: the pipe's read end and the log for the
+/// copier, the write end for the task.
+fn log_pipe(dir: &Path, stream: Stream, limit: u64) -> Result<(PipeReader, LogWriter, PipeWriter), String> {
     let name = stream.file_name();
     let log = LogWriter::open(dir, stream, limit)
         .map_err(|e| format!("cannot start: cannot open the log {name}: {e}"))?;
     let (reader, writer) =
         io::pipe().map_err(|e| format!("cannot start: cannot create a pipe for {name}: {e}"))?;
+    Ok((reader, log, writer))
+}
+
+/// Starts a thread copying the stream's pipe into its log.
+fn start_copier(
+    stream: Stream,
+    pipe: PipeReader,
+    log: LogWriter,
+    done: mpsc::Sender<()>,
+) -> Result<(), String> {
+    let name = stream.file_name();
     thread::Builder::new()
         .name(name.to_owned())
         .stack_size(COPIER_STACK)
-        .spawn(move || copy_output(reader, log, done))
-        .map_err(|e| format!("cannot start: cannot start the thread copying {name}: {e}"))?;
-    Ok(writer)
+        .spawn(move || copy_output(pipe, log, done))
+        .map(drop)
+        .map_err(|e| format!("cannot start: cannot start the thread copying {name}: {e}"))
 }
 
 /// Copies a pipe into a log until every writer has closed it. Output that cannot be written is
@@ -223,7 +260,10 @@ fn supervise(task: Task) -> ExitStatus {
         Err(e) => ExitStatus::failed(format!("shim cannot wait for the task: {e}")),
     };
     end_task(task.pid, &task.copiers);
-    status
+    match task.sandbox {
+        Some((started, plan)) => started.task_status(status, &plan),
+        None => status,
+    }
 }
 
 /// Kills a task the shim cannot supervise (the runtime would never learn of it) and reaps it.
@@ -248,7 +288,7 @@ fn exit_status(status: WaitStatus) -> ExitStatus {
     ExitStatus {
         code: status.exit_status(),
         signal: status.terminating_signal(),
-        error: None,
+        ..ExitStatus::default()
     }
 }
 

@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::{ExitStatus, RuntimeError, TaskSpec};
+use crate::sandbox::ROOTFS_DIR;
+use crate::{ExitStatus, RuntimeError, TaskSpec, WORK_DIR};
 
 pub(crate) const SPEC_FILE: &str = "spec.json";
 pub(crate) const PID_FILE: &str = "pid";
@@ -30,6 +31,7 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
         .create(&spec.dir)
         .map_err(dir_error)?;
     let dir = fs::canonicalize(&spec.dir).map_err(dir_error)?;
+    prepare_work_dir(&dir, spec).map_err(dir_error)?;
     for name in [PID_FILE, EXIT_FILE] {
         remove_if_exists(&dir.join(name)).map_err(dir_error)?;
     }
@@ -40,6 +42,21 @@ pub(crate) fn prepare(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
     let json = serde_json::to_vec(&spec).map_err(|e| dir_error(io::Error::other(e)))?;
     fs::write(dir.join(SPEC_FILE), json).map_err(dir_error)?;
     Ok(dir)
+}
+
+/// The task's own directory (kept across restarts of the task, like its logs) and, for a
+/// sandbox, the empty mount point of its root and the task user's ownership of its directory.
+fn prepare_work_dir(dir: &Path, spec: &TaskSpec) -> io::Result<()> {
+    let work = dir.join(WORK_DIR);
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(&work)?;
+    if let Some(plan) = &spec.sandbox {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join(ROOTFS_DIR))?;
+        std::os::unix::fs::chown(&work, Some(plan.uid), Some(plan.gid))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn read_spec(dir: &Path) -> Result<TaskSpec, RuntimeError> {

@@ -17,6 +17,7 @@ fn harness() -> (tempfile::TempDir, Harness) {
     let harness = Harness {
         new_runtime: Box::new(|| Box::new(ProcessRuntime::new(PathBuf::from(SHIM)))),
         root: root.path().to_path_buf(),
+        home: TaskRecord::work_dir,
     };
     (root, harness)
 }
@@ -107,7 +108,7 @@ async fn leftovers_outside_the_group_end_with_the_task() {
         .await
         .expect("start");
     assert_eq!(wait(&runtime, &record).await, exited(4));
-    let escaped = std::fs::read_to_string(record.dir.join("escaped.pid")).expect("escaped.pid");
+    let escaped = std::fs::read_to_string(record.work_dir().join("escaped.pid")).expect("escaped.pid");
     assert!(
         !PathBuf::from(format!("/proc/{}", escaped.trim())).exists(),
         "pid {escaped} survived"

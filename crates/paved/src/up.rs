@@ -15,7 +15,7 @@ use paved_control::auth::{ADMIN_TOKEN_FILE, Tokens, ensure_admin_token};
 use paved_control::{
     Api, ApiError, Clock, Ids, LogSource, Repo, ServerInfo, SystemClock, reconcile::Reconciler, server,
 };
-use paved_runtime::ProcessRuntime;
+use paved_runtime::Drivers;
 use paved_store::RedbStore;
 use paved_types::Task;
 use tokio::sync::{Notify, oneshot};
@@ -101,7 +101,7 @@ impl Platform {
         let tokens = Tokens::load(&repo).await?;
         let token = ensure_admin_token(&repo, &tokens, &data, &ids, clock.now_ms()).await?;
 
-        let runtime = Arc::new(ProcessRuntime::new(opts.shim));
+        let runtime = Arc::new(Drivers::new(opts.shim));
         let agent = Agent::new(agent_config(&data), repo.clone(), runtime, clock.clone());
         agent.start().await?;
 

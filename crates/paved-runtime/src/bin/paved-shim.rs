@@ -44,6 +44,7 @@ fn agent(dir: PathBuf, command: Vec<String>) -> Result<(), Box<dyn std::error::E
             env: Default::default(),
             dir,
             log_limit_bytes: 0,
+            ..TaskSpec::default()
         };
         let record = runtime.start(&spec).await?;
         println!("{}", serde_json::to_string(&record)?);

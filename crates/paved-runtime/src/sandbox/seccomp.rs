@@ -1,0 +1,150 @@
+//! The default seccomp filter. Docker's default profile is the reference: the system calls it
+//! leaves out of its allowlist for a container without extra capabilities are refused here
+//! with `EPERM`, and `clone3`, whose flags a filter cannot read, with `ENOSYS` so that libc falls
+//! back to `clone`, whose namespace flags are checked. Written as a denylist so any host binary
+//! runs; a task has no capabilities either, so most of these would fail anyway: the filter is
+//! the second wall, against kernel bugs reachable through them.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
+};
+
+/// Refused outright.
+const DENIED: &[i64] = &[
+    libc::SYS_acct,
+    libc::SYS_add_key,
+    libc::SYS_bpf,
+    libc::SYS_clock_adjtime,
+    libc::SYS_clock_settime,
+    libc::SYS_delete_module,
+    libc::SYS_finit_module,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fsopen,
+    libc::SYS_fspick,
+    libc::SYS_get_mempolicy,
+    libc::SYS_init_module,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_io_uring_setup,
+    libc::SYS_kcmp,
+    libc::SYS_kexec_file_load,
+    libc::SYS_kexec_load,
+    libc::SYS_keyctl,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_mbind,
+    libc::SYS_mount,
+    libc::SYS_mount_setattr,
+    libc::SYS_move_mount,
+    libc::SYS_move_pages,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_open_tree,
+    libc::SYS_perf_event_open,
+    libc::SYS_pivot_root,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_quotactl,
+    libc::SYS_reboot,
+    libc::SYS_request_key,
+    libc::SYS_set_mempolicy,
+    libc::SYS_setns,
+    libc::SYS_settimeofday,
+    libc::SYS_swapoff,
+    libc::SYS_swapon,
+    libc::SYS_syslog,
+    libc::SYS_umount2,
+    libc::SYS_unshare,
+    libc::SYS_userfaultfd,
+    libc::SYS_vhangup,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_nfsservctl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_sysfs,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS__sysctl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_uselib,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ustat,
+];
+
+/// `clone` flags that make namespaces; a task may fork and spawn threads, not make namespaces.
+const NAMESPACE_FLAGS: [libc::c_int; 7] = [
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// The compiled filters, installed in this order with [`apply`].
+pub(crate) struct Filters {
+    denied: BpfProgram,
+    clone3: BpfProgram,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the seccomp filter: {0}")]
+pub(crate) struct SeccompError(String);
+
+impl Filters {
+    /// Compiles the filters for this machine's architecture.
+    pub(crate) fn build() -> Result<Filters, SeccompError> {
+        let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| SeccompError(e.to_string()))?;
+        let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|nr| (*nr, vec![])).collect();
+        let clone_rules = NAMESPACE_FLAGS
+            .iter()
+            .map(|flag| {
+                let flag = u64::from(flag.unsigned_abs());
+                let condition =
+                    SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)?;
+                SeccompRule::new(vec![condition])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SeccompError(e.to_string()))?;
+        denied.insert(libc::SYS_clone, clone_rules);
+        let eperm = SeccompAction::Errno(libc::EPERM.unsigned_abs());
+        let enosys = SeccompAction::Errno(libc::ENOSYS.unsigned_abs());
+        let compile = |rules, action| {
+            SeccompFilter::new(rules, SeccompAction::Allow, action, arch)
+                .and_then(BpfProgram::try_from)
+                .map_err(|e| SeccompError(e.to_string()))
+        };
+        let clone3 = BTreeMap::from([(libc::SYS_clone3, vec![])]);
+        Ok(Filters {
+            denied: compile(denied, eperm)?,
+            clone3: compile(clone3, enosys)?,
+        })
+    }
+
+    /// Installs the filters on the calling thread; needs `no_new_privs` (or CAP_SYS_ADMIN).
+    pub(crate) fn apply(&self) -> std::io::Result<()> {
+        for program in [&self.denied, &self.clone3] {
+            seccompiler::apply_filter(program).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filters_compile_for_this_machine() {
+        let filters = Filters::build().unwrap();
+        assert!(filters.denied.len() > DENIED.len());
+        assert!(!filters.clone3.is_empty());
+    }
+}
