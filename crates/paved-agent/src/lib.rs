@@ -5,7 +5,10 @@
 
 mod ports;
 mod record;
+mod stats;
 mod supervisor;
+
+pub use stats::{STATS_INTERVAL, Sample};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -25,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::ports::Ports;
 use crate::record::LocalRecord;
+use crate::stats::StatsTable;
 use crate::supervisor::Start;
 
 /// How an agent is set up; validated by the binary before it gets here.
@@ -68,6 +72,7 @@ struct Inner {
     ports: Mutex<Ports>,
     /// Desired state of each supervised task, by task id.
     supervised: Mutex<HashMap<String, watch::Sender<Desired>>>,
+    stats: Mutex<StatsTable>,
 }
 
 impl Default for AgentConfig {
@@ -97,6 +102,7 @@ impl Agent {
             clock,
             ports,
             supervised: Mutex::default(),
+            stats: Mutex::default(),
         };
         Agent {
             inner: Arc::new(inner),
@@ -125,6 +131,8 @@ impl Agent {
     pub async fn run(&self) -> Result<(), AgentError> {
         let store = self.inner.repo.store().clone();
         let mut tick = tokio::time::interval(self.inner.config.heartbeat);
+        let mut sample = tokio::time::interval(STATS_INTERVAL);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (kvs, revision) = store.list(TASKS).await.map_err(RepoError::from)?;
             for kv in kvs {
@@ -152,6 +160,7 @@ impl Agent {
                             warn!(error = %e, "heartbeat failed");
                         }
                     }
+                    _ = sample.tick() => self.sample_stats().await,
                 }
             }
         }
@@ -172,6 +181,25 @@ impl Agent {
             .repo
             .update_node_state(&self.inner.config.node, "down", now)
             .await;
+    }
+
+    /// The latest resource usage of a task running here.
+    pub fn stats(&self, task_id: &str) -> Option<Sample> {
+        self.lock_stats().get(task_id)
+    }
+
+    async fn sample_stats(&self) {
+        let records = self.lock_stats().records();
+        let read = stats::read_all(&*self.inner.runtime, records).await;
+        let (at, now_ms) = (std::time::Instant::now(), self.inner.clock.now_ms());
+        let mut table = self.lock_stats();
+        for (task_id, stats) in read {
+            table.record(&task_id, stats, at, now_ms);
+        }
+    }
+
+    pub(crate) fn lock_stats(&self) -> std::sync::MutexGuard<'_, StatsTable> {
+        self.inner.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The task's log, as `paved logs` reads it.

@@ -274,6 +274,7 @@ impl Supervisor<'_> {
             return Ok(Outcome::Exited(ExitStatus::failed("no process to wait for")));
         };
         let runtime = self.agent.inner.runtime.clone();
+        self.agent.lock_stats().track(&process);
         let outcome = tokio::select! {
             status = runtime.wait(&process) => Outcome::Exited(status.unwrap_or_else(lost)),
             _ = stop_requested(&mut self.desired) => Outcome::Stopped(self.stop(&process).await),
@@ -281,6 +282,7 @@ impl Supervisor<'_> {
         if let Err(e) = runtime.cleanup(&process).await {
             warn!(task = %self.task_id, error = %e, "cleanup failed");
         }
+        self.agent.lock_stats().untrack(self.task_id);
         self.record.process = None;
         Ok(outcome)
     }

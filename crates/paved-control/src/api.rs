@@ -26,9 +26,9 @@ use crate::reconcile::stop_task;
 use crate::repo::{Change, Repo, RepoError, Versioned, job_id_key};
 use paved_store::StoreError;
 
-/// Where task logs come from: the agent that ran the task.
+/// What only the agent that runs a task knows: its logs and its live resource usage.
 #[async_trait]
-pub trait LogSource: Send + Sync + 'static {
+pub trait TaskSource: Send + Sync + 'static {
     async fn open(
         &self,
         task: &Task,
@@ -36,6 +36,9 @@ pub trait LogSource: Send + Sync + 'static {
         tail_bytes: u64,
         follow: bool,
     ) -> Result<BoxStream<'static, Result<Bytes, String>>, ApiError>;
+
+    /// The task's latest sample, if it runs on a backend that measures it.
+    fn stats(&self, task: &Task) -> Option<pb::TaskStats>;
 }
 
 /// Facts about this server for `GetStatus`.
@@ -56,7 +59,7 @@ struct Inner {
     repo: Repo,
     clock: Arc<dyn Clock>,
     ids: Ids,
-    logs: Option<Arc<dyn LogSource>>,
+    logs: Option<Arc<dyn TaskSource>>,
     info: ServerInfo,
     /// Pokes the reconciler after a write, so tasks follow a change at once.
     wake: Arc<Notify>,
@@ -74,7 +77,7 @@ impl Api {
         repo: Repo,
         clock: Arc<dyn Clock>,
         ids: Ids,
-        logs: Option<Arc<dyn LogSource>>,
+        logs: Option<Arc<dyn TaskSource>>,
         info: ServerInfo,
         wake: Arc<Notify>,
     ) -> Self {
@@ -323,8 +326,17 @@ impl Api {
             (&a.job_name, a.index, a.created_at_ms).cmp(&(&b.job_name, b.index, b.created_at_ms))
         });
         Ok(pb::ListTasksResponse {
-            tasks: tasks.iter().map(convert::task).collect(),
+            tasks: tasks.iter().map(|t| self.task_with_stats(t)).collect(),
         })
+    }
+
+    /// The task as the API shows it, with its live stats when its agent has them.
+    fn task_with_stats(&self, task: &Task) -> pb::Task {
+        let mut shown = convert::task(task);
+        if task.state == TaskState::Running {
+            shown.stats = self.inner.logs.as_ref().and_then(|source| source.stats(task));
+        }
+        shown
     }
 
     async fn kill_task(&self, req: pb::KillTaskRequest) -> Result<pb::Task, ApiError> {
@@ -550,7 +562,7 @@ impl Tasks for Api {
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> ApiResult<pb::Task> {
         let task = self.resolve_task(&req.into_inner().task).await?;
-        Ok(Response::new(convert::task(&task)))
+        Ok(Response::new(self.task_with_stats(&task)))
     }
 
     async fn kill_task(&self, req: Request<pb::KillTaskRequest>) -> ApiResult<pb::Task> {

@@ -73,6 +73,8 @@ pub fn task(task: &Task) -> pb::Task {
         created_at_ms: task.created_at_ms,
         started_at_ms: task.started_at_ms,
         finished_at_ms: task.finished_at_ms,
+        // Live telemetry, not stored state: the API adds it from the task's agent.
+        stats: None,
     }
 }
 

@@ -12,7 +12,7 @@ pub mod reconcile;
 pub mod repo;
 pub mod server;
 
-pub use api::{Api, LogSource, ServerInfo};
+pub use api::{Api, ServerInfo, TaskSource};
 pub use env::{Clock, Ids, SystemClock};
 pub use error::ApiError;
 pub use repo::Repo;

@@ -133,6 +133,24 @@ pub enum Command {
         job: Option<String>,
     },
 
+    /// Show the cpu, memory and processes of running tasks, live.
+    ///
+    /// Refreshes every 2 s until interrupted; with --once, or -o json, prints one snapshot.
+    /// Tasks of the process driver are not measured and show "-".
+    ///
+    /// Examples:
+    ///   paved top
+    ///   paved top --job web --once
+    #[command(verbatim_doc_comment)]
+    Top {
+        /// Only the tasks of this job (id or name).
+        #[arg(long)]
+        job: Option<String>,
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        once: bool,
+    },
+
     /// Print a task's output.
     ///
     /// TASK is a task id, a job name (its first live task) or job/index.

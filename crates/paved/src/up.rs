@@ -13,7 +13,7 @@ use paved_agent::{Agent, AgentConfig};
 use paved_api::v1::{CreateJobRequest, jobs_server::Jobs};
 use paved_control::auth::{ADMIN_TOKEN_FILE, Tokens, ensure_admin_token};
 use paved_control::{
-    Api, ApiError, Clock, Ids, LogSource, Repo, ServerInfo, SystemClock, reconcile::Reconciler, server,
+    Api, ApiError, Clock, Ids, Repo, ServerInfo, SystemClock, TaskSource, reconcile::Reconciler, server,
 };
 use paved_runtime::Drivers;
 use paved_store::RedbStore;
@@ -111,7 +111,7 @@ impl Platform {
             data_dir: data.clone(),
             started_at_ms: clock.now_ms(),
         };
-        let logs: Arc<dyn LogSource> = Arc::new(AgentLogs(agent.clone()));
+        let logs: Arc<dyn TaskSource> = Arc::new(AgentLogs(agent.clone()));
         let api = Api::new(
             repo.clone(),
             clock.clone(),
@@ -240,11 +240,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// Task logs, read from the local agent.
+/// Task logs and stats, read from the local agent.
 struct AgentLogs(Agent);
 
 #[async_trait]
-impl LogSource for AgentLogs {
+impl TaskSource for AgentLogs {
     async fn open(
         &self,
         task: &Task,
@@ -255,5 +255,17 @@ impl LogSource for AgentLogs {
         self.0
             .logs(task, stderr, tail_bytes, follow)
             .map_err(|e| ApiError::FailedPrecondition(e.to_string()))
+    }
+
+    fn stats(&self, task: &Task) -> Option<paved_api::v1::TaskStats> {
+        let sample = self.0.stats(&task.id)?;
+        Some(paved_api::v1::TaskStats {
+            cpu_cores: sample.cpu_cores,
+            cpu_usage_ns: sample.stats.cpu_usage_ns,
+            memory_bytes: sample.stats.memory_bytes,
+            memory_peak_bytes: sample.stats.memory_peak_bytes,
+            pids: sample.stats.pids,
+            sampled_at_ms: sample.sampled_at_ms,
+        })
     }
 }

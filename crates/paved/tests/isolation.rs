@@ -1,0 +1,52 @@
+//! The sandbox through the whole platform: what the API reports about isolated tasks.
+
+#[path = "common/support.rs"]
+mod support;
+
+use paved_api::v1 as pb;
+use support::{InProcess, wait_for};
+
+#[tokio::test]
+async fn running_tasks_report_live_stats() {
+    let p = InProcess::start().await;
+    let manifest = "name = \"busy\"\nkind = \"service\"\ninstances = 1\n\
+                    command = [\"/bin/sh\", \"-c\", \"while true; do :; done\"]\n\
+                    [resources]\ncpu = 0.5\nmemory = \"64MiB\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    wait_for("cpu and memory stats of the busy task", || async {
+        p.running("busy")
+            .await
+            .first()
+            .and_then(|t| t.stats)
+            .is_some_and(|s| s.cpu_cores > 0.1 && s.cpu_cores < 0.9 && s.memory_bytes > 0 && s.pids >= 1)
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_over_its_memory_limit_is_reported_oom_killed() {
+    let p = InProcess::start().await;
+    let manifest = "name = \"hog\"\nkind = \"batch\"\ninstances = 1\n\
+                    command = [\"/bin/sh\", \"-c\", \"x=0123456789abcdef; while true; do x=$x$x; done\"]\n\
+                    [resources]\nmemory = \"32MiB\"\n[restart]\npolicy = \"never\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    let job = p.wait_job("hog", |j| j.state == "failed").await;
+    let tasks = p.tasks("hog").await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].state, "failed", "{job:?}");
+    assert!(tasks[0].reason.starts_with("oom-killed"), "{:?}", tasks[0].reason);
+    p.stop().await;
+}
