@@ -101,8 +101,7 @@ impl Filters {
     /// Compiles the filters for this machine's architecture.
     pub(crate) fn build() -> Result<Filters, SeccompError> {
         let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| SeccompError(e.to_string()))?;
-        let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
-            DENIED.iter().map(|nr| (*nr, vec![])).collect();
+        let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, vec![])).collect();
         let clone_rules = NAMESPACE_FLAGS
             .iter()
             .map(|flag| {
