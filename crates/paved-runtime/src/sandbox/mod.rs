@@ -133,6 +133,11 @@ impl Runtime for SandboxRuntime {
 
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         self.shims.cleanup(record).await?;
+        // Only a mount point, empty on the host: the root lived in the task's mount namespace.
+        match std::fs::remove_dir(record.dir.join(ROOTFS_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RuntimeError::io(&record.dir, e)),
+            _ => {}
+        }
         let cgroup = self.layout.task(&record.task_id);
         tokio::task::spawn_blocking(move || cgroup.remove())
             .await
