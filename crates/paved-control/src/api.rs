@@ -23,7 +23,7 @@ use crate::convert;
 use crate::env::{Clock, Ids};
 use crate::error::ApiError;
 use crate::reconcile::stop_task;
-use crate::repo::{Change, Repo, RepoError, Versioned, job_id_key};
+use crate::repo::{Change, Repo, RepoError, TenantRecord, Versioned, job_id_key};
 use paved_store::StoreError;
 
 /// What only the agent that runs a task knows: its logs and its live resource usage.
@@ -600,5 +600,48 @@ impl Nodes for Api {
 impl System for Api {
     async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> ApiResult<pb::Status> {
         Ok(Response::new(self.status().await?))
+    }
+
+    async fn list_tenants(
+        &self,
+        _req: Request<pb::ListTenantsRequest>,
+    ) -> ApiResult<pb::ListTenantsResponse> {
+        let tenants = self.inner.repo.tenants().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants.iter().map(convert::tenant).collect(),
+        }))
+    }
+
+    async fn set_tenant(&self, req: Request<pb::SetTenantRequest>) -> ApiResult<pb::Tenant> {
+        let req = req.into_inner();
+        tenant_name(&req.name)?;
+        let record = TenantRecord {
+            name: req.name,
+            trusted: req.trusted,
+            updated_at_ms: self.now(),
+        };
+        self.inner
+            .repo
+            .put_tenant(&record)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::tenant(&record)))
+    }
+}
+
+/// Tenant names follow job names: 1-63 of [a-z0-9-], starting with a letter.
+fn tenant_name(name: &str) -> Result<(), ApiError> {
+    let valid = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "name",
+            format!("{name:?} is not a tenant name; use 1-63 of a-z, 0-9 and '-', starting with a letter"),
+        ))
     }
 }

@@ -102,3 +102,11 @@ pub fn problem(p: &ManifestProblem) -> pb::ManifestProblem {
         message: p.message.clone(),
     }
 }
+
+pub fn tenant(tenant: &crate::repo::TenantRecord) -> pb::Tenant {
+    pb::Tenant {
+        name: tenant.name.clone(),
+        trusted: tenant.trusted,
+        updated_at_ms: tenant.updated_at_ms,
+    }
+}

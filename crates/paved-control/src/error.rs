@@ -24,6 +24,8 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("store unavailable: {0}; retry")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::FailedPrecondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }

@@ -31,6 +31,8 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/tasks/{task}/logs", get(logs))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/status", get(status))
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/{tenant}", axum::routing::put(set_tenant))
         .with_state(api)
 }
 
@@ -178,6 +180,18 @@ async fn list_nodes(State(api): State<Api>) -> Response {
 
 async fn status(State(api): State<Api>) -> Response {
     reply(api.get_status(Request::new(pb::GetStatusRequest {})).await)
+}
+
+async fn list_tenants(State(api): State<Api>) -> Response {
+    reply(api.list_tenants(Request::new(pb::ListTenantsRequest {})).await)
+}
+
+async fn set_tenant(State(api): State<Api>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let req = match decode::<pb::SetTenantRequest>(&body) {
+        Ok(req) => pb::SetTenantRequest { name: tenant, ..req },
+        Err(response) => return response,
+    };
+    reply(api.set_tenant(Request::new(req)).await)
 }
 
 fn reply<T: Serialize>(result: Result<tonic::Response<T>, Status>) -> Response {

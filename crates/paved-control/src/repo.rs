@@ -7,6 +7,7 @@
 //! /tasks/<job-id>/<task-id>    Task (JSON); task ids start with their job's id
 //! /nodes/<name>                Node (JSON)
 //! /tokens/<sha256 of token>    TokenRecord (JSON)
+//! /tenants/<name>              TenantRecord (JSON): what an admin set for a tenant
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +20,16 @@ pub const JOBS: &str = "/jobs/";
 pub const TASKS: &str = "/tasks/";
 pub const NODES: &str = "/nodes/";
 pub const TOKENS: &str = "/tokens/";
+pub const TENANTS: &str = "/tenants/";
+
+/// What an admin has set for a tenant. A tenant without a record has the defaults: untrusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TenantRecord {
+    pub name: String,
+    /// May run `driver = "process"` jobs, unsandboxed on the host.
+    pub trusted: bool,
+    pub updated_at_ms: u64,
+}
 
 /// A record with the store revision it was read at, for compare-and-set.
 #[derive(Debug, Clone)]
@@ -167,6 +178,21 @@ impl Repo {
             Ok(Change::Write)
         })
         .await
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, RepoError> {
+        Ok(self.list(TENANTS).await?.into_iter().map(|t| t.value).collect())
+    }
+
+    /// Whether an admin has marked `tenant` trusted.
+    pub async fn tenant_trusted(&self, tenant: &str) -> Result<bool, RepoError> {
+        let record: Option<Versioned<TenantRecord>> = self.get(&format!("{TENANTS}{tenant}")).await?;
+        Ok(record.is_some_and(|r| r.value.trusted))
+    }
+
+    pub async fn put_tenant(&self, tenant: &TenantRecord) -> Result<u64, RepoError> {
+        let op = put_op(format!("{TENANTS}{}", tenant.name), tenant, Expect::Any)?;
+        Ok(self.store.txn(vec![op]).await?)
     }
 
     pub async fn put_node(&self, node: &Node) -> Result<u64, RepoError> {

@@ -205,6 +205,20 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Nodes,
 
+    /// List tenants, or mark one trusted or untrusted (admin).
+    ///
+    /// A trusted tenant may submit jobs with driver = "process", which run as plain host
+    /// processes without the sandbox. Every tenant is untrusted until an admin says otherwise.
+    ///
+    /// Examples:
+    ///   paved tenants
+    ///   paved tenants trust default
+    #[command(verbatim_doc_comment)]
+    Tenants {
+        #[command(subcommand)]
+        action: Option<TenantAction>,
+    },
+
     /// Show the server: version, store, uptime and what it runs.
     ///
     /// Example:
@@ -277,4 +291,12 @@ mod tests {
         assert_eq!(cli.global.output, Output::Json);
         assert_eq!(cli.global.server, "http://h:1");
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    /// Allow the tenant's jobs to use driver = "process" (unsandboxed).
+    Trust { name: String },
+    /// Take that back; running tasks keep running until they are replaced.
+    Untrust { name: String },
 }

@@ -5,6 +5,7 @@ mod logs;
 mod run;
 mod status;
 mod tasks;
+mod tenants;
 mod top;
 
 use clap::CommandFactory as _;
@@ -51,6 +52,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Scale { job, instances } => jobs::scale(&ctx, &job, instances).await,
         Command::Kill { target } => jobs::kill(&ctx, &target).await,
         Command::Tasks { job } => tasks::list(&ctx, job.as_deref()).await,
+        Command::Tenants { action } => tenants::run(&ctx, action).await,
         Command::Top { job, once } => top::top(&ctx, job.as_deref(), once).await,
         Command::Logs {
             task,

@@ -50,3 +50,40 @@ async fn a_task_over_its_memory_limit_is_reported_oom_killed() {
     assert!(tasks[0].reason.starts_with("oom-killed"), "{:?}", tasks[0].reason);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn admins_mark_tenants_trusted_over_json() {
+    let p = InProcess::start().await;
+    let http = reqwest::Client::new();
+    let put = |name: &str, body: serde_json::Value| {
+        http.put(p.url(&format!("/v1/tenants/{name}")))
+            .bearer_auth(&p.platform.token)
+            .json(&body)
+            .send()
+    };
+    let resp = put("default", serde_json::json!({"trusted": true}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = put("Bad_Name", serde_json::json!({"trusted": true}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("not a tenant name"));
+    let list: pb::ListTenantsResponse = http
+        .get(p.url("/v1/tenants"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<(&str, bool)> = list
+        .tenants
+        .iter()
+        .map(|t| (t.name.as_str(), t.trusted))
+        .collect();
+    assert_eq!(names, [("default", true)]);
+    p.stop().await;
+}
