@@ -55,7 +55,10 @@ fn assert_nothing_left(record: &TaskRecord) {
     for dir in layout.layout().task(&record.task_id).dirs {
         assert!(!dir.path.exists(), "cgroup {} left behind", dir.path.display());
     }
-    assert!(!record.dir.join("rootfs").exists(), "the root's mount point is left");
+    assert!(
+        !record.dir.join("rootfs").exists(),
+        "the root's mount point is left"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let dir = record.dir.display().to_string();
     assert!(!mounts.contains(&dir), "a mount of {dir} is visible on the host");

@@ -135,7 +135,9 @@ impl Runtime for SandboxRuntime {
         self.shims.cleanup(record).await?;
         // Only a mount point, empty on the host: the root lived in the task's mount namespace.
         match std::fs::remove_dir(record.dir.join(ROOTFS_DIR)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RuntimeError::io(&record.dir, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::io(&record.dir, e));
+            }
             _ => {}
         }
         let cgroup = self.layout.task(&record.task_id);
