@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::{ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, procfs, task_dir};
+use crate::{
+    ExecOutput, ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, exec, procfs, task_dir,
+};
 
 /// The runtime's name, as recorded in [`TaskRecord::runtime`].
 pub const NAME: &str = "process";
@@ -186,6 +188,17 @@ impl Runtime for ProcessRuntime {
         task_dir::remove_shim_files(&record.dir)?;
         self.forget(record);
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        // Nothing isolates the task, so nothing needs entering: a plain process beside it.
+        exec::run(&record.dir, spec, command, timeout).await
     }
 }
 

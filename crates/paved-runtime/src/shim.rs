@@ -107,16 +107,11 @@ fn run(dir: &Path) -> Result<(), ShimError> {
 /// Starts the task with its output piped into the logs; the error is the reason it could not,
 /// as the agent will show it.
 fn launch(dir: &Path, spec: &TaskSpec) -> Result<Task, String> {
+    let mut command = task_command(&spec.command, spec, dir)?;
     let name = spec.command.first().map(String::as_str).unwrap_or_default();
-    if name.is_empty() {
-        return Err("cannot start: the command is empty".to_owned());
-    }
-    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-    let program = resolve(name, dir, path_var)?;
     let (done, copiers) = mpsc::channel();
     let stdout = start_copier(dir, Stream::Stdout, spec.log_limit_bytes, done.clone())?;
     let stderr = start_copier(dir, Stream::Stderr, spec.log_limit_bytes, done)?;
-    let mut command = task_command(program, spec, dir);
     command.stdout(stdout).stderr(stderr);
     let spawned = command.spawn();
     // Drops the shim's copies of the pipes' write ends: the copiers see end of file once the
@@ -147,13 +142,20 @@ fn is_executable_file(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The task's command: its own process group, exactly the spec's environment plus defaults,
-/// stdin from /dev/null.
-fn task_command(program: PathBuf, spec: &TaskSpec, dir: &Path) -> Command {
+/// `argv` as a command of the task: the program found as the task's own is, run in `dir` in a
+/// process group of its own, with exactly the spec's environment plus defaults and stdin from
+/// /dev/null. `exec` shares it, so a command run beside the task sees what the task sees. The
+/// error is the reason it cannot start, as the agent will show it.
+pub(crate) fn task_command(argv: &[String], spec: &TaskSpec, dir: &Path) -> Result<Command, String> {
+    let Some((name, args)) = argv.split_first().filter(|(name, _)| !name.is_empty()) else {
+        return Err("cannot start: the command is empty".to_owned());
+    };
+    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let program = resolve(name, dir, path_var)?;
     let mut command = Command::new(program);
     command
-        .arg0(&spec.command[0])
-        .args(&spec.command[1..])
+        .arg0(name)
+        .args(args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(dir)
@@ -165,7 +167,7 @@ fn task_command(program: PathBuf, spec: &TaskSpec, dir: &Path) -> Command {
     if !spec.env.contains_key("HOME") {
         command.env("HOME", dir);
     }
-    command
+    Ok(command)
 }
 
 /// Opens the stream's log and starts a thread copying a new pipe into it; returns the pipe's
