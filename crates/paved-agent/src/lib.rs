@@ -3,6 +3,7 @@
 //! record of each task, so after a restart (even a `kill -9`) it re-adopts the live ones.
 #![forbid(unsafe_code)]
 
+mod health;
 mod ports;
 mod record;
 mod stats;

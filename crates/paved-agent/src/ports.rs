@@ -77,9 +77,11 @@ fn is_free(port: u16) -> bool {
 mod tests {
     use super::*;
 
+    // Ranges below the kernel's ephemeral ports (32768+), which outgoing connections of other
+    // tests would hold, and outside the agent's default range.
     #[test]
     fn hands_out_distinct_free_ports_and_reuses_released_ones() {
-        let mut ports = Ports::new(41000..41010);
+        let mut ports = Ports::new(18000..18010);
         let a = ports.allocate(3).unwrap();
         let b = ports.allocate(3).unwrap();
         assert!(a.iter().all(|p| !b.contains(p)));
@@ -92,10 +94,10 @@ mod tests {
 
     #[test]
     fn skips_ports_in_use_by_others() {
-        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 41100)).unwrap();
-        let mut ports = Ports::new(41100..41103);
+        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 18100)).unwrap();
+        let mut ports = Ports::new(18100..18103);
         let got = ports.allocate(2).unwrap();
-        assert_eq!(got, [41101, 41102]);
+        assert_eq!(got, [18101, 18102]);
         drop(held);
     }
 }

@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use paved_control::repo::{Change, RepoError};
 use paved_runtime::{ExitStatus, Limits, TaskSpec};
-
-/// Processes a task may have when its manifest sets no limit.
-const DEFAULT_PIDS: u32 = 1024;
-use paved_types::{Desired, Job, Task, TaskState};
+use paved_types::{Desired, Health, Job, JobKind, Task, TaskState};
 use rand::Rng;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::health::{ExecProbe, Monitor, Probe};
 use crate::record::LocalRecord;
 use crate::{Agent, AgentError};
 
@@ -123,7 +121,7 @@ impl Supervisor<'_> {
             // Either a status to act on, or a process (just started or adopted) to watch.
             let status = match pending.take() {
                 Some(status) => status,
-                None => match self.wait_or_stop().await? {
+                None => match self.wait_or_stop(&job).await? {
                     Outcome::Exited(status) => status,
                     Outcome::Stopped(status) => return self.killed(&status).await,
                 },
@@ -192,6 +190,9 @@ impl Supervisor<'_> {
             t.set_state(TaskState::Starting, now)?;
             t.ports.clone_from(&ports_now);
             "starting".clone_into(&mut t.reason);
+            // Each run is judged afresh.
+            t.health = Health::Unknown;
+            t.health_detail.clear();
             Ok(())
         })
         .await?;
@@ -263,28 +264,64 @@ impl Supervisor<'_> {
             limits: Limits {
                 cpu_millis: (job.spec.resources.cpu * 1000.0).round() as u32,
                 memory_bytes: job.spec.resources.memory_bytes,
-                pids: DEFAULT_PIDS,
+                pids: job.spec.resources.pids,
             },
+            network: job.spec.network,
+            driver: job.spec.driver,
             ..TaskSpec::default()
         })
     }
 
-    async fn wait_or_stop(&mut self) -> Result<Outcome, AgentError> {
+    async fn wait_or_stop(&mut self, job: &Job) -> Result<Outcome, AgentError> {
         let Some(process) = self.record.process.clone() else {
             return Ok(Outcome::Exited(ExitStatus::failed("no process to wait for")));
         };
         let runtime = self.agent.inner.runtime.clone();
         self.agent.lock_stats().track(&process);
+        let mut monitor = self.monitor(job, &process).await?;
+        // A batch task's health is only reported: it is judged by how it exits.
+        let acts_on_health = job.spec.kind == JobKind::Service;
         let outcome = tokio::select! {
             status = runtime.wait(&process) => Outcome::Exited(status.unwrap_or_else(lost)),
             _ = stop_requested(&mut self.desired) => Outcome::Stopped(self.stop(&process).await),
+            reason = Monitor::unhealthy(monitor.as_mut().filter(|_| acts_on_health)) => {
+                info!(task = %self.task_id, %reason, "stopping an unhealthy task");
+                // Handled as a failed run whatever its exit code: the reason is the error.
+                let status = self.stop(&process).await;
+                Outcome::Exited(ExitStatus { error: Some(reason), ..status })
+            }
         };
+        if let Some(monitor) = monitor {
+            monitor.stop().await;
+        }
         if let Err(e) = runtime.cleanup(&process).await {
             warn!(task = %self.task_id, error = %e, "cleanup failed");
         }
         self.agent.lock_stats().untrack(self.task_id);
         self.record.process = None;
         Ok(outcome)
+    }
+
+    /// Starts checking the running `process` when its job has a `[health]` check.
+    async fn monitor(
+        &self,
+        job: &Job,
+        process: &paved_runtime::TaskRecord,
+    ) -> Result<Option<Monitor>, AgentError> {
+        let Some(health) = &job.spec.health else {
+            return Ok(None);
+        };
+        let spec = self.spec(job, &self.record.ports).await?;
+        let runtime = self.agent.inner.runtime.clone();
+        let exec = |command| ExecProbe {
+            command,
+            runtime,
+            record: process.clone(),
+            spec,
+        };
+        let probe = Probe::new(health, &job.spec.ports, &self.record.ports, exec);
+        let repo = self.agent.inner.repo.clone();
+        Ok(Some(Monitor::start(repo, self.task_id, health.clone(), probe)))
     }
 
     /// SIGTERM to the task's process group, SIGKILL after the grace period.
@@ -313,8 +350,10 @@ impl Supervisor<'_> {
             .task(self.task_id)
             .await?
             .map_or(0, |t| t.value.restarts);
-        let failed_start = status.error.is_some();
-        let code = if failed_start { Some(127) } else { status.code };
+        // A run that failed to start, or was stopped as unhealthy, counts as failed whatever
+        // its exit code.
+        let failed = status.error.is_some();
+        let code = if failed { Some(127) } else { status.code };
         let what = describe(status);
         if !restart.policy.restarts_after(code) || restarts >= restart.attempts {
             let (state, why) = if code == Some(0) {

@@ -14,7 +14,7 @@ use paved_api::v1::{
     self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
 };
 use paved_types::manifest::MAX_INSTANCES;
-use paved_types::{DEFAULT_TENANT, Job, JobKind, JobState, Task, TaskState, parse_manifest};
+use paved_types::{DEFAULT_TENANT, Driver, Job, JobKind, JobState, Task, TaskState, parse_manifest};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -169,6 +169,13 @@ impl Api {
     async fn create(&self, req: pb::CreateJobRequest) -> Result<pb::Job, ApiError> {
         let spec = parse_request_manifest(&req.source, &req.manifest)?;
         let repo = &self.inner.repo;
+        if spec.driver == Driver::Process && !repo.tenant_trusted(DEFAULT_TENANT).await? {
+            return Err(ApiError::PermissionDenied(format!(
+                "driver = \"process\" runs tasks unsandboxed on the host and is allowed only for trusted \
+                 tenants; tenant {DEFAULT_TENANT:?} is not trusted. Remove `driver` to run sandboxed, or have \
+                 an admin run `paved tenants trust {DEFAULT_TENANT}`"
+            )));
+        }
         let existing = repo.job_by_name(DEFAULT_TENANT, &spec.name).await?;
         if let Some(old) = existing.as_ref().filter(|old| !old.value.state.is_terminal()) {
             return Err(ApiError::AlreadyExists(format!(

@@ -2,9 +2,10 @@
 //! records, so nothing converts back.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use paved_api::v1 as pb;
-use paved_types::{Job, JobSpec, ManifestProblem, Node, Task};
+use paved_types::{HealthCheck, HealthSpec, Job, JobSpec, ManifestProblem, Node, Task};
 
 pub fn job(job: &Job, tasks: &[Task]) -> pb::Job {
     let mut task_counts: HashMap<String, u32> = HashMap::new();
@@ -36,18 +37,41 @@ pub fn spec(spec: &JobSpec) -> pb::JobSpec {
         resources: Some(pb::Resources {
             cpu: spec.resources.cpu,
             memory_bytes: spec.resources.memory_bytes,
+            pids: spec.resources.pids,
         }),
         restart: Some(pb::RestartSpec {
             policy: spec.restart.policy.as_str().to_owned(),
             attempts: spec.restart.attempts,
-            delay_ms: u64::try_from(spec.restart.delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms: millis(spec.restart.delay),
         }),
         ports: spec
             .ports
             .iter()
             .map(|p| pb::PortSpec { name: p.name.clone() })
             .collect(),
+        network: spec.network.as_str().to_owned(),
+        driver: spec.driver.as_str().to_owned(),
+        health: spec.health.as_ref().map(health),
     }
+}
+
+pub fn health(h: &HealthSpec) -> pb::HealthSpec {
+    let mut out = pb::HealthSpec {
+        check: h.check.kind().to_owned(),
+        port: h.port.clone().unwrap_or_default(),
+        interval_ms: millis(h.interval),
+        timeout_ms: millis(h.timeout),
+        grace_ms: millis(h.grace),
+        threshold: h.threshold,
+        ..pb::HealthSpec::default()
+    };
+    match &h.check {
+        HealthCheck::Http { path } => out.path.clone_from(path),
+        HealthCheck::Tcp => {}
+        HealthCheck::Grpc { service } => out.service.clone_from(service),
+        HealthCheck::Exec { command } => out.command.clone_from(command),
+    }
+    out
 }
 
 pub fn task(task: &Task) -> pb::Task {
@@ -73,6 +97,8 @@ pub fn task(task: &Task) -> pb::Task {
         created_at_ms: task.created_at_ms,
         started_at_ms: task.started_at_ms,
         finished_at_ms: task.finished_at_ms,
+        health: task.health.as_str().to_owned(),
+        health_detail: task.health_detail.clone(),
         // Live telemetry, not stored state: the API adds it from the task's agent.
         stats: None,
     }
@@ -109,4 +135,8 @@ pub fn tenant(tenant: &crate::repo::TenantRecord) -> pb::Tenant {
         trusted: tenant.trusted,
         updated_at_ms: tenant.updated_at_ms,
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

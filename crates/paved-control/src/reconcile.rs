@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use paved_store::{Expect, Op};
-use paved_types::{Desired, Job, JobKind, JobState, Node, Task, TaskState};
+use paved_types::{Desired, Health, Job, JobKind, JobState, Node, Task, TaskState};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -190,6 +190,8 @@ impl Reconciler {
             created_at_ms: self.clock.now_ms(),
             started_at_ms: None,
             finished_at_ms: None,
+            health: Health::Unknown,
+            health_detail: String::new(),
         };
         debug!(job = %job.spec.name, task = %task.id, index, node, "task placed");
         self.repo.put_task(&task, Expect::Absent).await?;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::{ExitStatus, Probe, Runtime, RuntimeError, Stream, TaskRecord, TaskSpec, logs, procfs};
+use crate::{
+    EXEC_OUTPUT_LIMIT, ExecOutput, ExitStatus, Probe, Runtime, RuntimeError, Stream, TaskRecord, TaskSpec,
+    logs, procfs,
+};
 
 /// Generous, so a loaded CI machine does not fail a check; a hang still fails it.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -44,6 +47,9 @@ macro_rules! conformance_tests {
             readoption_after_the_agent_is_gone,
             exit_without_an_agent_is_recorded,
             cleanup_kills_what_a_dead_shim_left,
+            exec_runs_beside_the_task,
+            exec_reports_how_the_command_ended,
+            exec_times_out_and_kills_what_it_leaves,
         );
     };
     (@each $harness:path; $($check:ident),* $(,)?) => {
@@ -290,6 +296,77 @@ pub async fn cleanup_kills_what_a_dead_shim_left(h: &Harness) {
     assert_eq!(runtime.probe(&record).await, Probe::Gone);
 }
 
+/// A command run beside a task works where the task works, with its environment; its stdout
+/// and stderr come back together, cut at the limit without blocking the command.
+pub async fn exec_runs_beside_the_task(h: &Harness) {
+    let runtime = (h.new_runtime)();
+    let mut spec = h.spec(
+        "exec",
+        &["sh", "-c", "echo \"$(pwd) $HOME $FOO\" > seen; exec sleep 100"],
+    );
+    spec.env.insert("FOO".into(), "bar".into());
+    let record = start(&*runtime, &spec).await;
+    eventually("the task's view", || {
+        std::fs::metadata(record.work_dir().join("seen")).ok()
+    })
+    .await;
+    let script = "echo out; echo err >&2; echo \"$(pwd) $HOME $FOO\" | cmp -s - seen && echo same";
+    let got = exec(&*runtime, &record, &spec, &["sh", "-c", script], DEADLINE).await;
+    assert_eq!(got, exec_output(exited(0), "out\nerr\nsame\n"));
+    let chatty = ["sh", "-c", "yes | head -c 1000000; echo done >&2"];
+    let got = exec(&*runtime, &record, &spec, &chatty, DEADLINE).await;
+    assert_eq!(got.status, exited(0));
+    assert_eq!(got.output, "y\n".repeat(EXEC_OUTPUT_LIMIT / 2));
+    stop(&*runtime, &record).await;
+}
+
+pub async fn exec_reports_how_the_command_ended(h: &Harness) {
+    let runtime = (h.new_runtime)();
+    let spec = h.spec("exec-end", &["sleep", "100"]);
+    let record = start(&*runtime, &spec).await;
+    let got = exec(
+        &*runtime,
+        &record,
+        &spec,
+        &["sh", "-c", "echo bad; exit 3"],
+        DEADLINE,
+    )
+    .await;
+    assert_eq!(got, exec_output(exited(3), "bad\n"));
+    let got = exec(
+        &*runtime,
+        &record,
+        &spec,
+        &["sh", "-c", "kill -TERM $$"],
+        DEADLINE,
+    )
+    .await;
+    assert_eq!(got, exec_output(signaled(SIGTERM), ""));
+    let missing = "no-such-command-paved";
+    let got = exec(&*runtime, &record, &spec, &[missing], DEADLINE).await;
+    let error = got.status.error.clone().unwrap_or_default();
+    assert!(error.contains(missing) && error.contains("not found"), "{got:?}");
+    stop(&*runtime, &record).await;
+}
+
+/// A command past its timeout is killed with everything it started; one that ends leaves
+/// nothing behind either, even a process still holding its output.
+pub async fn exec_times_out_and_kills_what_it_leaves(h: &Harness) {
+    let runtime = (h.new_runtime)();
+    let spec = h.spec("exec-timeout", &["sleep", "100"]);
+    let record = start(&*runtime, &spec).await;
+    let hang = ["sh", "-c", "sleep 100 & echo $! > hung.pid; echo waiting; wait"];
+    let got = exec(&*runtime, &record, &spec, &hang, Duration::from_millis(500)).await;
+    let timed_out = ExitStatus::failed("timed out after 500ms");
+    assert_eq!(got, exec_output(timed_out, "waiting\n"));
+    assert_gone(&record.work_dir().join("hung.pid")).await;
+    let leave = ["sh", "-c", "sleep 100 & echo $! > left.pid"];
+    let got = exec(&*runtime, &record, &spec, &leave, DEADLINE).await;
+    assert_eq!(got, exec_output(exited(0), ""));
+    assert_gone(&record.work_dir().join("left.pid")).await;
+    stop(&*runtime, &record).await;
+}
+
 async fn check_unstartable(h: &Harness, name: &str, command: &str, reason: &str) {
     let runtime = (h.new_runtime)();
     let message = match runtime.start(&h.spec(name, &[command])).await {
@@ -306,6 +383,41 @@ async fn check_unstartable(h: &Harness, name: &str, command: &str, reason: &str)
     };
     assert!(message.contains(command), "{message:?} does not name {command:?}");
     assert!(message.contains(reason), "{message:?} does not say {reason:?}");
+}
+
+async fn exec(
+    runtime: &dyn Runtime,
+    record: &TaskRecord,
+    spec: &TaskSpec,
+    command: &[&str],
+    timeout: Duration,
+) -> ExecOutput {
+    let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+    let ran = tokio::time::timeout(DEADLINE, runtime.exec(record, spec, &command, timeout)).await;
+    ran.expect("exec to return").expect("exec")
+}
+
+fn exec_output(status: ExitStatus, output: &str) -> ExecOutput {
+    ExecOutput {
+        status,
+        output: output.to_owned(),
+    }
+}
+
+/// Waits until the process whose pid is in `pid_file` no longer runs (a SIGKILL takes effect
+/// asynchronously).
+async fn assert_gone(pid_file: &Path) {
+    let text = std::fs::read_to_string(pid_file).expect("pid file");
+    let pid: u32 = text.trim().parse().expect("a pid");
+    let gone = || procfs::read_stat(pid).is_none_or(|s| s.is_dead()).then_some(());
+    eventually(&format!("process {pid} to die"), gone).await;
+}
+
+/// SIGKILLs a task, waits for it and cleans up.
+async fn stop(runtime: &dyn Runtime, record: &TaskRecord) {
+    runtime.signal(record, SIGKILL).await.expect("SIGKILL the task");
+    wait(runtime, record).await;
+    finish(runtime, record).await;
 }
 
 async fn start(runtime: &dyn Runtime, spec: &TaskSpec) -> TaskRecord {

@@ -4,23 +4,12 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use paved_types::Driver;
 
 use crate::{
-    ExitStatus, Probe, ProcessRuntime, Runtime, RuntimeError, SandboxRuntime, TaskRecord, TaskSpec,
-    TaskStats, process, sandbox,
+    ExecOutput, ExitStatus, Probe, ProcessRuntime, Runtime, RuntimeError, SandboxRuntime, TaskRecord,
+    TaskSpec, TaskStats, process, sandbox,
 };
-
-/// Which backend runs a task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    /// Namespaces, cgroups, seccomp: the default.
-    #[default]
-    Sandbox,
-    /// A plain process of the host, for trusted tenants.
-    Process,
-}
 
 /// Every backend of this host: the process backend always, the sandbox when the host allows it.
 pub struct Drivers {
@@ -98,6 +87,16 @@ impl Runtime for Drivers {
 
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         self.by_record(record).cleanup(record).await
+    }
+
+    async fn exec(
+        &self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.by_record(record).exec(record, spec, command, timeout).await
     }
 
     async fn stats(&self, record: &TaskRecord) -> Option<TaskStats> {

@@ -20,6 +20,7 @@
 pub mod conformance;
 mod drivers;
 pub mod error;
+mod exec;
 pub mod logs;
 pub mod process;
 mod procfs;
@@ -29,14 +30,16 @@ mod task_dir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use drivers::{Driver, Drivers};
+pub use drivers::Drivers;
 pub use error::RuntimeError;
+pub use paved_types::{Driver, Network};
 pub use process::ProcessRuntime;
-pub use sandbox::{Limits, NetworkMode, SandboxRuntime};
+pub use sandbox::{Limits, SandboxRuntime};
 pub use shim::shim_main;
 
 /// What to run; the agent builds it, the runtime hands it to the shim as `spec.json`.
@@ -59,7 +62,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
-    pub network: NetworkMode,
+    pub network: Network,
     /// Which backend [`Drivers`] starts the task with.
     #[serde(default)]
     pub driver: Driver,
@@ -111,6 +114,21 @@ pub struct ExitStatus {
     pub oom_killed: bool,
 }
 
+/// How a command run beside a task with [`Runtime::exec`] ended, and what it said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// A command that could not start, or ran past its timeout, has `error` set
+    /// (`timed out after 2s`).
+    pub status: ExitStatus,
+    /// The first [`EXEC_OUTPUT_LIMIT`] bytes of its stdout and stderr, interleaved as written,
+    /// lossily decoded as UTF-8.
+    pub output: String,
+}
+
+/// How much of an exec'd command's output [`ExecOutput`] keeps; the rest is read and dropped,
+/// so a chatty command never blocks on a full pipe.
+pub const EXEC_OUTPUT_LIMIT: usize = 4096;
+
 /// One of a task's two output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +172,20 @@ pub trait Runtime: Send + Sync + 'static {
     /// Kills whatever of the task is left and removes the shim's files; keeps the logs and the
     /// recorded exit status. Call it after `wait`.
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError>;
+
+    /// Runs `command` beside the task (same environment, working directory and, for isolated
+    /// backends, the task's namespaces, cgroup and user), killing it after `timeout`; returns
+    /// how it ended and up to [`EXEC_OUTPUT_LIMIT`] bytes of its combined output. Like a task,
+    /// the command ends with its main process: whatever it left running is killed. A command
+    /// that cannot start is an `Ok` whose status carries the reason, as a task's would; `Err`
+    /// means the runtime could not try.
+    async fn exec(
+        &self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
 
     /// The task's current resource usage, when the backend can measure it.
     async fn stats(&self, _record: &TaskRecord) -> Option<TaskStats> {

@@ -9,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use paved_types::Network;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::io::unix::AsyncFd;
@@ -18,7 +19,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::{ExitStatus, NetworkMode, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, procfs, task_dir};
+use crate::{
+    ExecOutput, ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, exec, procfs, task_dir,
+};
 
 /// The runtime's name, as recorded in [`TaskRecord::runtime`].
 pub const NAME: &str = "process";
@@ -105,7 +108,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
-        if spec.network != NetworkMode::Host {
+        if spec.network != Network::Host {
             return Err(RuntimeError::InvalidSpec {
                 task_id: spec.task_id.clone(),
                 reason: "the process driver runs tasks on the host's network only; use the sandbox driver \
@@ -130,6 +133,17 @@ impl Runtime for ProcessRuntime {
 
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         self.cleanup_shim(record).await
+    }
+
+    async fn exec(
+        &self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        // Nothing isolates the task, so nothing needs entering: a plain process beside it.
+        exec::run(&record.work_dir(), spec, command, timeout).await
     }
 }
 

@@ -147,10 +147,7 @@ fn spawn_plain(
     stdout: PipeWriter,
     stderr: PipeWriter,
 ) -> Result<Pid, String> {
-    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
-    let work = dir.join(WORK_DIR);
-    let program = resolve(name, &work, path_var)?;
-    let mut command = task_command(program, spec, &work);
+    let mut command = task_command(&spec.command, spec, &dir.join(WORK_DIR))?;
     command.stdout(stdout).stderr(stderr);
     let spawned = command.spawn();
     // Drops the shim's copies of the pipes' write ends: the copiers see end of file once the
@@ -178,13 +175,20 @@ fn is_executable_file(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The task's command: its own process group, exactly the spec's environment plus defaults,
-/// stdin from /dev/null.
-fn task_command(program: PathBuf, spec: &TaskSpec, dir: &Path) -> Command {
+/// `argv` as a command of the task: the program found as the task's own is, run in `dir` in a
+/// process group of its own, with exactly the spec's environment plus defaults and stdin from
+/// /dev/null. `exec` shares it, so a command run beside the task sees what the task sees. The
+/// error is the reason it cannot start, as the agent will show it.
+pub(crate) fn task_command(argv: &[String], spec: &TaskSpec, dir: &Path) -> Result<Command, String> {
+    let Some((name, args)) = argv.split_first().filter(|(name, _)| !name.is_empty()) else {
+        return Err("cannot start: the command is empty".to_owned());
+    };
+    let path_var = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let program = resolve(name, dir, path_var)?;
     let mut command = Command::new(program);
     command
-        .arg0(&spec.command[0])
-        .args(&spec.command[1..])
+        .arg0(name)
+        .args(args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(dir)
@@ -196,7 +200,7 @@ fn task_command(program: PathBuf, spec: &TaskSpec, dir: &Path) -> Command {
     if !spec.env.contains_key("HOME") {
         command.env("HOME", dir);
     }
-    command
+    Ok(command)
 }
 
 /// Opens the stream's log and a pipe to feed it: the pipe's read end and the log for the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paved_runtime::conformance::Harness;
 use paved_runtime::sandbox::TASK_DIR;
-use paved_runtime::{ExitStatus, Limits, NetworkMode, Runtime, SandboxRuntime, Stream, TaskRecord, TaskSpec};
+use paved_runtime::{ExitStatus, Limits, Network, Runtime, SandboxRuntime, Stream, TaskRecord, TaskSpec};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_paved-shim");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -123,7 +123,7 @@ async fn a_task_has_no_privileges_and_no_namespaces_to_make() {
 async fn network_none_has_only_loopback() {
     let (_guard, h) = harness();
     let script = "ls /sys/class/net 2>/dev/null; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '";
-    let (status, out) = run(&h, "netns", script, |spec| spec.network = NetworkMode::None).await;
+    let (status, out) = run(&h, "netns", script, |spec| spec.network = Network::None).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(out.trim(), "lo", "{out}");
 }

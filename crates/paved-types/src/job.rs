@@ -18,6 +18,13 @@ pub struct JobSpec {
     pub resources: Resources,
     pub restart: RestartSpec,
     pub ports: Vec<PortSpec>,
+    /// Defaults keep specs stored before these fields existed decodable.
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub driver: Driver,
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,6 +39,64 @@ pub struct Resources {
     /// Cores, fractional.
     pub cpu: f64,
     pub memory_bytes: u64,
+    /// Most processes and threads the task may have at once.
+    #[serde(default = "default_pids")]
+    pub pids: u32,
+}
+
+/// Which network a task sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The node's own network: ports bind on the host.
+    #[default]
+    Host,
+    /// A network namespace of its own with only loopback: nothing outside can reach it.
+    None,
+}
+
+/// What runs the task: the isolated sandbox, or a plain process (for trusted jobs only; who may
+/// ask for it is decided where jobs are authorized, not here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    #[default]
+    Sandbox,
+    Process,
+}
+
+/// How the agent tells whether a running task works, and when it gives up on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    pub check: HealthCheck,
+    /// The `[[ports]]` name that http, tcp and grpc checks connect to; `None`: the first port.
+    pub port: Option<String>,
+    /// Between the starts of two checks; the first runs as soon as the task runs.
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    /// A check that takes longer fails.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// After the task starts, failures do not count for this long (successes do).
+    #[serde(with = "millis")]
+    pub grace: Duration,
+    /// Consecutive failures that make the task unhealthy.
+    pub threshold: u32,
+}
+
+/// One way to check a task. http, tcp and grpc connect to `127.0.0.1:<port>` from the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HealthCheck {
+    /// `GET <path>`; healthy on a 2xx or 3xx status.
+    Http { path: String },
+    /// Healthy when a TCP connection opens.
+    Tcp,
+    /// `grpc.health.v1.Health/Check` for `service` ("" asks about the whole server); healthy on
+    /// SERVING.
+    Grpc { service: String },
+    /// Runs beside the task; healthy on exit code 0.
+    Exec { command: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,11 +219,50 @@ impl JobState {
     }
 }
 
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::None => "none",
+        }
+    }
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Sandbox => "sandbox",
+            Driver::Process => "process",
+        }
+    }
+}
+
+impl HealthCheck {
+    /// "http", "tcp", "grpc" or "exec": the manifest key of the check.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HealthCheck::Http { .. } => "http",
+            HealthCheck::Tcp => "tcp",
+            HealthCheck::Grpc { .. } => "grpc",
+            HealthCheck::Exec { .. } => "exec",
+        }
+    }
+
+    /// Whether the check connects to one of the task's ports.
+    pub fn uses_port(&self) -> bool {
+        !matches!(self, HealthCheck::Exec { .. })
+    }
+}
+
 impl PortSpec {
     /// The environment variable carrying this port's number.
     pub fn env_var(&self) -> String {
         format!("PORT_{}", self.name.to_ascii_uppercase().replace('-', "_"))
     }
+}
+
+fn default_pids() -> u32 {
+    crate::manifest::DEFAULT_PIDS
 }
 
 /// Serde for a `Duration` as whole milliseconds, the unit the API uses.
@@ -208,6 +312,48 @@ mod tests {
         ];
         for (policy, code, want) in cases {
             assert_eq!(policy.restarts_after(code), want, "{policy:?} {code:?}");
+        }
+    }
+
+    /// Specs stored before `pids`, `network`, `driver` and `health` existed still decode, with
+    /// the defaults a manifest gets.
+    #[test]
+    fn older_specs_decode_with_defaults() {
+        let old = r#"{"name":"web","kind":"service","instances":1,"command":["x"],"env":{},
+            "resources":{"cpu":0.1,"memory_bytes":67108864},
+            "restart":{"policy":"always","attempts":5,"delay":1000},"ports":[]}"#;
+        let spec: JobSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.resources.pids, crate::manifest::DEFAULT_PIDS);
+        assert_eq!(
+            (spec.network, spec.driver, spec.health),
+            (Network::Host, Driver::Sandbox, None)
+        );
+    }
+
+    #[test]
+    fn health_spec_round_trips_as_json() {
+        let checks = [
+            HealthCheck::Http { path: "/h".into() },
+            HealthCheck::Tcp,
+            HealthCheck::Grpc {
+                service: String::new(),
+            },
+            HealthCheck::Exec {
+                command: vec!["true".into()],
+            },
+        ];
+        for check in checks {
+            let spec = HealthSpec {
+                check,
+                port: Some("http".into()),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_millis(1500),
+                grace: Duration::ZERO,
+                threshold: 3,
+            };
+            let json = serde_json::to_string(&spec).unwrap();
+            assert!(json.contains("\"timeout\":1500"), "{json}");
+            assert_eq!(serde_json::from_str::<HealthSpec>(&json).unwrap(), spec);
         }
     }
 

@@ -9,10 +9,13 @@ pub mod node;
 pub mod task;
 pub mod units;
 
-pub use job::{Job, JobKind, JobSpec, JobState, PortSpec, Resources, RestartPolicy, RestartSpec};
+pub use job::{
+    Driver, HealthCheck, HealthSpec, Job, JobKind, JobSpec, JobState, Network, PortSpec, Resources,
+    RestartPolicy, RestartSpec,
+};
 pub use manifest::{ManifestError, ManifestProblem, parse_manifest};
 pub use node::Node;
-pub use task::{Desired, Task, TaskState, TransitionError};
+pub use task::{Desired, Health, Task, TaskState, TransitionError};
 
 /// The tenant every object belongs to until multi-tenancy brings more of them.
 pub const DEFAULT_TENANT: &str = "default";

@@ -19,7 +19,20 @@
 //!
 //! [[ports]]
 //! name = "http"                # the agent sets PORT (first port) and PORT_HTTP
+//!
+//! [health]                     # optional; see `health.rs` for every rule
+//! http = "/healthz"            # exactly one of http = "/path", tcp = true, grpc = "service",
+//!                              # exec = ["cmd", "arg"]
+//! port = "http"                # default: the first port
+//! interval = "10s"             # default "10s"; at least "1s"
+//! timeout = "2s"               # default "2s" (or the interval, if shorter); at most the interval
+//! grace = "5s"                 # default "5s"; failures this soon after a start do not count
+//! threshold = 3                # default 3; 1..=100 consecutive failures make it unhealthy
 //! ```
+//!
+//! Also at the top level: `network = "host" | "none"` (default "host") and
+//! `driver = "sandbox" | "process"` (default "sandbox"); in `[resources]`, `pids = 1024`
+//! (1..=65536).
 //!
 //! Validation walks the parsed table by hand: serde's derive stops at the first error and drops
 //! the positions a person needs to fix the rest. Array indices in field paths count from 0.
@@ -29,12 +42,21 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+mod health;
+mod hints;
+mod rules;
+
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeInteger, DeTable, DeValue};
 
-use crate::job::{JobKind, JobSpec, PortSpec, Resources, RestartPolicy, RestartSpec};
-use crate::units::{format_duration, format_memory, parse_duration, parse_memory};
+use self::hints::unknown_key_message;
+use self::rules::{
+    argument, cores_in_range, driver, env_name, env_value, instances_for, integer_bytes, job_kind, job_name,
+    memory_at_least_min, network, port_name, restart_delay, restart_policy,
+};
+use crate::job::{Driver, JobKind, JobSpec, Network, PortSpec, Resources, RestartPolicy, RestartSpec};
+use crate::units::parse_memory;
 
 /// Every problem found in a manifest, in source order. Displays as one
 /// `file:line:column: field: message` line per problem.
@@ -76,6 +98,17 @@ pub const MAX_ATTEMPTS: u32 = 1000;
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
 pub const MIN_DELAY: Duration = Duration::from_millis(10);
 pub const MAX_DELAY: Duration = Duration::from_secs(600);
+pub const DEFAULT_PIDS: u32 = 1024;
+pub const MAX_PIDS: u32 = 65536;
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// Checking more often than this costs more than it tells.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A check is a connection or a process start; less than this fails on a busy node.
+pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(10);
+pub const DEFAULT_HEALTH_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
+pub const MAX_HEALTH_THRESHOLD: u32 = 100;
 
 /// Parses and validates a manifest. `source` names the file in messages ("web.toml"); nothing
 /// is read from disk. Unset keys get their documented defaults.
@@ -116,35 +149,17 @@ enum Place {
     Resources,
     Restart,
     Port,
+    Health,
 }
 
-const PLACES: [Place; 4] = [Place::Top, Place::Resources, Place::Restart, Place::Port];
-
-/// Words people reach for, mapped to ours.
-const SYNONYMS: [(&str, &str); 16] = [
-    ("replicas", "instances"),
-    ("count", "instances"),
-    ("scale", "instances"),
-    ("cmd", "command"),
-    ("args", "command"),
-    ("argv", "command"),
-    ("exec", "command"),
-    ("run", "command"),
-    ("environment", "env"),
-    ("vars", "env"),
-    ("type", "kind"),
-    ("mem", "memory"),
-    ("memory_bytes", "memory"),
-    ("retries", "attempts"),
-    ("max_attempts", "attempts"),
-    ("backoff", "delay"),
+const PLACES: [Place; 5] = [
+    Place::Top,
+    Place::Resources,
+    Place::Restart,
+    Place::Port,
+    Place::Health,
 ];
 
-const NAME_RULE: &str = "a name is 1 to 63 lowercase letters (a-z), digits and '-', starting \
-                         with a letter and not ending in '-'";
-const PORT_NAME_RULE: &str = "a port name is 1 to 63 lowercase letters (a-z), digits and '-'";
-const ENV_RULE: &str =
-    "a variable name is letters, digits and '_', not starting with a digit, e.g. \"RUST_LOG\"";
 const BOM_LEN: usize = '\u{feff}'.len_utf8();
 const COMMAND_EXAMPLE: &str = "command = [\"/bin/sh\", \"-c\", \"exec ./server --port $PORT\"]";
 
@@ -160,10 +175,24 @@ impl Place {
                 "resources",
                 "restart",
                 "ports",
+                "network",
+                "driver",
+                "health",
             ],
-            Place::Resources => &["cpu", "memory"],
+            Place::Resources => &["cpu", "memory", "pids"],
             Place::Restart => &["policy", "attempts", "delay"],
             Place::Port => &["name"],
+            Place::Health => &[
+                "http",
+                "tcp",
+                "grpc",
+                "exec",
+                "port",
+                "interval",
+                "timeout",
+                "grace",
+                "threshold",
+            ],
         }
     }
 
@@ -173,6 +202,7 @@ impl Place {
             Place::Resources => "[resources]",
             Place::Restart => "[restart]",
             Place::Port => "[[ports]]",
+            Place::Health => "[health]",
         }
     }
 }
@@ -259,15 +289,31 @@ impl<'t> Checker<'t> {
         let command = self.required(table, &span, "command", COMMAND_EXAMPLE);
         let command = command.and_then(|v| self.command(v));
         let kind = kind.unwrap_or(JobKind::Service);
+        let env = table.get("env").map(|v| self.env(v)).unwrap_or_default();
+        let resources = self.resources(table.get("resources"));
+        let restart = self.restart(table.get("restart"), kind);
+        let ports = table.get("ports").map(|v| self.ports(v)).unwrap_or_default();
+        let network = table.get("network").and_then(|v| self.network(v));
+        let driver = table.get("driver").and_then(|v| self.driver(v));
+        if network == Some(Network::None)
+            && !ports.is_empty()
+            && let Some(v) = table.get("ports")
+        {
+            self.ports_without_network(v);
+        }
+        let health = table.get("health").and_then(|v| self.health(v, &ports, network));
         JobSpec {
             name: name.unwrap_or_default(),
             kind,
             instances: instances.unwrap_or(1),
             command: command.unwrap_or_default(),
-            env: table.get("env").map(|v| self.env(v)).unwrap_or_default(),
-            resources: self.resources(table.get("resources")),
-            restart: self.restart(table.get("restart"), kind),
-            ports: table.get("ports").map(|v| self.ports(v)).unwrap_or_default(),
+            env,
+            resources,
+            restart,
+            ports,
+            network: network.unwrap_or_default(),
+            driver: driver.unwrap_or_default(),
+            health,
         }
     }
 
@@ -363,6 +409,7 @@ impl<'t> Checker<'t> {
         let mut resources = Resources {
             cpu: DEFAULT_CPU,
             memory_bytes: DEFAULT_MEMORY,
+            pids: DEFAULT_PIDS,
         };
         let example = "[resources] with cpu = 0.5 and memory = \"128MiB\"";
         let Some(table) = v.and_then(|v| self.table(v, "resources", example)) else {
@@ -374,6 +421,9 @@ impl<'t> Checker<'t> {
         }
         if let Some(memory) = table.get("memory").and_then(|v| self.memory(v)) {
             resources.memory_bytes = memory;
+        }
+        if let Some(pids) = table.get("pids").and_then(|v| self.pids(v)) {
+            resources.pids = pids;
         }
         resources
     }
@@ -409,6 +459,28 @@ impl<'t> Checker<'t> {
         self.check(v.span(), field, checked)
     }
 
+    fn pids(&mut self, v: &Item<'_>) -> Option<u32> {
+        self.whole(v, "resources.pids", 1..=MAX_PIDS, "pids = 256")
+    }
+
+    fn network(&mut self, v: &Item<'_>) -> Option<Network> {
+        let s = self.string(v, "network", "network = \"host\"")?;
+        self.check(v.span(), "network", network(s))
+    }
+
+    fn driver(&mut self, v: &Item<'_>) -> Option<Driver> {
+        let s = self.string(v, "driver", "driver = \"sandbox\"")?;
+        self.check(v.span(), "driver", driver(s))
+    }
+
+    /// `[[ports]]` in a job whose network is "none": nothing could reach them.
+    fn ports_without_network(&mut self, v: &Item<'_>) {
+        let message = "a job with network = \"none\" gets a network namespace of its own with only \
+                       loopback, so nothing outside could reach its ports; remove the [[ports]] or set \
+                       network = \"host\"";
+        self.report(v.span(), "ports", message.to_owned());
+    }
+
     fn restart(&mut self, v: Option<&Item<'_>>, kind: JobKind) -> RestartSpec {
         let mut restart = RestartSpec {
             policy: kind.default_restart_policy(),
@@ -442,13 +514,18 @@ impl<'t> Checker<'t> {
     }
 
     fn delay(&mut self, v: &Item<'_>) -> Option<Duration> {
-        let field = "restart.delay";
-        let Some(s) = v.get_ref().as_str() else {
-            let hint = "; a duration is a string with a unit, e.g. delay = \"1s\" or \"500ms\"";
-            self.wrong_type(v, field, "a duration string", hint);
-            return None;
-        };
-        self.check(v.span(), field, restart_delay(s))
+        let s = self.duration_string(v, "restart.delay", "delay = \"1s\"")?;
+        self.check(v.span(), "restart.delay", restart_delay(s))
+    }
+
+    /// A string to parse as a duration, or a problem saying that a duration is one.
+    fn duration_string<'v>(&mut self, v: &'v Item<'_>, field: &str, example: &str) -> Option<&'v str> {
+        let s = v.get_ref().as_str();
+        if s.is_none() {
+            let hint = format!("; a duration is a string with a unit, e.g. {example} or \"500ms\"");
+            self.wrong_type(v, field, "a duration string", &hint);
+        }
+        s
     }
 
     fn ports(&mut self, v: &Item<'_>) -> Vec<PortSpec> {
@@ -577,299 +654,6 @@ impl<'t> Checker<'t> {
     fn source(&self, v: &Item<'_>) -> String {
         let written = self.text.get(v.span()).unwrap_or_default();
         shorten(written.lines().next().unwrap_or_default())
-    }
-}
-
-fn job_name(s: &str) -> Result<String, String> {
-    match job_name_problem(s) {
-        None => Ok(s.to_owned()),
-        Some(why) => Err(format!(
-            "{} {why}; {NAME_RULE}, e.g. {:?}",
-            quote(s),
-            suggest_name(s)
-        )),
-    }
-}
-
-fn job_kind(s: &str) -> Result<JobKind, String> {
-    match s {
-        "service" => Ok(JobKind::Service),
-        "batch" => Ok(JobKind::Batch),
-        _ => Err(format!(
-            "{} is not a job kind; use \"service\" or \"batch\"",
-            quote(s)
-        )),
-    }
-}
-
-/// `n` instances for a job of `kind` (`None` when the kind is itself invalid).
-fn instances_for(kind: Option<JobKind>, n: u32) -> Result<u32, String> {
-    if n == 0 && kind == Some(JobKind::Batch) {
-        return Err(format!(
-            "a batch job runs at least 1 instance; use 1 to {MAX_INSTANCES} (0 is for scaling a \
-             service down)"
-        ));
-    }
-    Ok(n)
-}
-
-/// Argument `index` of the command.
-fn argument(index: usize, s: &str) -> Result<String, String> {
-    if let Some(at) = s.chars().position(|c| c == '\0') {
-        return Err(format!(
-            "contains a NUL character at character {}; a process cannot receive NUL in its \
-             arguments, so remove it",
-            at + 1
-        ));
-    }
-    if index == 0 && s.trim().is_empty() {
-        let message = "the program is empty; name an executable, e.g. \"/bin/sh\" or \"./server\"";
-        return Err(message.to_owned());
-    }
-    Ok(s.to_owned())
-}
-
-fn env_name(name: &str) -> Result<(), String> {
-    if let Some(why) = env_name_problem(name) {
-        Err(format!("{} {why}; {ENV_RULE}", quote(name)))
-    } else if name == "PORT" {
-        Err(
-            "PORT is set by the agent to the job's first port; remove it and read $PORT in the \
-             command instead"
-                .to_owned(),
-        )
-    } else if name.starts_with("PORT_") {
-        Err(format!(
-            "{name} is reserved: the agent sets PORT_<NAME> for each [[ports]] entry; rename the \
-             variable"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn env_value(s: &str) -> Result<String, String> {
-    if s.contains('\0') {
-        let message = "contains a NUL character; environment values cannot hold NUL, so remove it";
-        return Err(message.to_owned());
-    }
-    Ok(s.to_owned())
-}
-
-/// `cores` when it is a valid CPU request; `written` is the value as the file spells it.
-fn cores_in_range(cores: f64, written: &str) -> Result<f64, String> {
-    let why = if cores.is_nan() {
-        "is not a number"
-    } else if cores <= 0.0 {
-        "is not above 0"
-    } else if cores > MAX_CPU {
-        "is more than the maximum of 1024"
-    } else {
-        return Ok(cores);
-    };
-    Err(format!(
-        "{written} {why}; use a number of cores above 0 and at most 1024, e.g. 0.5 or 2"
-    ))
-}
-
-/// `bytes` when it meets the minimum; `bare` says the file gave a plain integer.
-fn memory_at_least_min(bytes: u64, bare: bool) -> Result<u64, String> {
-    if bytes >= MIN_MEMORY {
-        return Ok(bytes);
-    }
-    let min = format_memory(MIN_MEMORY);
-    let mut message = format!(
-        "{} is less than the minimum of {min}; ask for at least \"{min}\"",
-        format_memory(bytes)
-    );
-    // `memory = 512` usually means 512MiB.
-    if bare && bytes < 1 << 20 {
-        message += &format!(" (a bare integer counts bytes; write \"{bytes}MiB\" for mebibytes)");
-    }
-    Err(message)
-}
-
-fn restart_policy(s: &str) -> Result<RestartPolicy, String> {
-    match s {
-        "always" => Ok(RestartPolicy::Always),
-        "on-failure" => Ok(RestartPolicy::OnFailure),
-        "never" => Ok(RestartPolicy::Never),
-        _ => Err(format!(
-            "{} is not a restart policy; use \"always\", \"on-failure\" or \"never\"",
-            quote(s)
-        )),
-    }
-}
-
-fn restart_delay(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s).map_err(|e| e.to_string())?;
-    if (MIN_DELAY..=MAX_DELAY).contains(&d) {
-        return Ok(d);
-    }
-    let (min, max) = (format_duration(MIN_DELAY), format_duration(MAX_DELAY));
-    Err(format!(
-        "{} is outside {min:?}..={max:?}; use a delay from {min} to {max}, e.g. \"1s\"",
-        quote(s)
-    ))
-}
-
-/// A port's name, unless it is invalid or already in `seen`.
-fn port_name(name: &str, seen: &HashMap<String, usize>) -> Result<String, String> {
-    if let Some(why) = port_name_problem(name) {
-        return Err(format!("{} {why}; {PORT_NAME_RULE}, e.g. \"http\"", quote(name)));
-    }
-    if let Some(first) = seen.get(name) {
-        return Err(format!(
-            "{} is already the name of ports[{first}]; port names are unique within a job",
-            quote(name)
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-/// Why a job name is invalid, or `None` when it is fine.
-fn job_name_problem(name: &str) -> Option<String> {
-    if let Some(why) = port_name_problem(name) {
-        return Some(why);
-    }
-    match name.chars().next() {
-        Some(c) if !c.is_ascii_lowercase() => Some(format!("starts with {c:?}")),
-        _ if name.ends_with('-') => Some("ends with '-'".to_owned()),
-        _ => None,
-    }
-}
-
-/// Why a port name is invalid (also the job name's character and length rules).
-fn port_name_problem(name: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    let len = name.chars().count();
-    if name.is_empty() {
-        Some("is empty".to_owned())
-    } else if let Some((i, c)) = name.chars().enumerate().find(|&(_, c)| !allowed(c)) {
-        Some(format!("has {c:?} at character {}", i + 1))
-    } else if len > MAX_NAME_LEN {
-        Some(format!("is {len} characters long"))
-    } else {
-        None
-    }
-}
-
-/// Why an environment variable name is invalid, or `None` when it is fine.
-fn env_name_problem(name: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    match name.chars().next() {
-        None => Some("is empty".to_owned()),
-        Some(c) if c.is_ascii_digit() => Some(format!("starts with the digit {c:?}")),
-        _ => {
-            let (i, c) = name.chars().enumerate().find(|&(_, c)| !allowed(c))?;
-            Some(format!("has {c:?} at character {}", i + 1))
-        }
-    }
-}
-
-/// A valid job name close to `name`, for the message that rejects it.
-fn suggest_name(name: &str) -> String {
-    let mapped: String = name
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let start = mapped.trim_start_matches(|c: char| !c.is_ascii_lowercase());
-    let cut: String = start.chars().take(MAX_NAME_LEN).collect();
-    match cut.trim_end_matches('-') {
-        "" => "web".to_owned(),
-        s => s.to_owned(),
-    }
-}
-
-fn unknown_key_message(key: &str, here: Place) -> String {
-    let candidate = closest(key, here.keys())
-        .or_else(|| synonym(key))
-        .or_else(|| PLACES.iter().find_map(|p| closest(key, p.keys())));
-    let Some(candidate) = candidate else {
-        let valid: Vec<String> = here.keys().iter().map(|k| format!("{k:?}")).collect();
-        return format!(
-            "unknown key {key:?}; valid keys in {} are {}",
-            here.label(),
-            valid.join(", ")
-        );
-    };
-    if here.keys().contains(&candidate) {
-        return format!("unknown key {key:?}; did you mean {candidate:?}?");
-    }
-    let home = PLACES
-        .into_iter()
-        .find(|p| p.keys().contains(&candidate))
-        .unwrap_or(Place::Top);
-    let guess = if candidate == key {
-        format!("{key:?} belongs in {}, not {}", home.label(), here.label())
-    } else {
-        format!("did you mean {candidate:?}? it belongs in {}", home.label())
-    };
-    let fix = match home {
-        Place::Top => {
-            "move it above the first [table] header, since keys below a header belong to that table"
-        }
-        _ => "move it under that header",
-    };
-    format!("unknown key {key:?}; {guess}; {fix}")
-}
-
-fn synonym(key: &str) -> Option<&'static str> {
-    let key = key.to_ascii_lowercase();
-    SYNONYMS.iter().find(|(from, _)| *from == key).map(|&(_, to)| to)
-}
-
-/// The known key nearest `key` by edit distance, ignoring case, when near enough to be a typo.
-fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
-    let key = key.to_ascii_lowercase();
-    let limit = if key.chars().count() <= 4 { 1 } else { 2 };
-    known
-        .iter()
-        .map(|k| (edit_distance(&key, k), *k))
-        .filter(|&(d, _)| d <= limit)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, k)| k)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
-/// swaps each cost 1.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let width = b.len() + 1;
-    let mut d: Vec<usize> = (0..(a.len() + 1) * width)
-        .map(|i| if i < width { i } else { 0 })
-        .collect();
-    for i in 1..=a.len() {
-        d[i * width] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[(i - 2) * width + j - 2] + 1);
-            }
-            d[i * width + j] = best;
-        }
-    }
-    d[a.len() * width + b.len()]
-}
-
-/// A TOML integer as bytes.
-fn integer_bytes(i: &DeInteger<'_>) -> Result<u64, String> {
-    let use_forms = "use a size with a unit, e.g. \"128MiB\"";
-    match int_value(i) {
-        Some(n) if n < 0 => Err(format!("{n} is negative; {use_forms}")),
-        Some(n) => u64::try_from(n).map_err(|_| format!("{n} bytes is too large; {use_forms}")),
-        None if i.as_str().starts_with('-') => Err(format!("{} is negative; {use_forms}", i.as_str())),
-        None => Err(format!("{} bytes is too large; {use_forms}", i.as_str())),
     }
 }
 

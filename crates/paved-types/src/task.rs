@@ -36,6 +36,13 @@ pub struct Task {
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// What the job's `[health]` check last concluded; `Unknown` without one, and again after
+    /// each (re)start until a check decides.
+    #[serde(default)]
+    pub health: Health,
+    /// The last failure that changed `health` ("GET /healthz: status 500"); empty when healthy.
+    #[serde(default)]
+    pub health_detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,6 +63,15 @@ pub enum TaskState {
     Killed,
     /// Its node stopped knowing about it; what became of the process is unknown.
     Lost,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +159,16 @@ impl std::fmt::Display for TaskState {
     }
 }
 
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 impl Desired {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -198,6 +224,21 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", s.as_str()));
         }
         assert_eq!(TaskState::parse("zombie"), None);
+    }
+
+    /// Tasks stored before health existed decode as `unknown`.
+    #[test]
+    fn older_tasks_decode_with_unknown_health() {
+        let old = r#"{"id":"t","job_id":"j","job_name":"web","tenant":"default","index":0,"node":"n",
+            "state":"running","desired":"run","reason":"","restarts":0,"exit_code":null,
+            "signal":null,"pid":7,"ports":{},"created_at_ms":1,"started_at_ms":2,"finished_at_ms":null}"#;
+        let task: super::Task = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (task.health, task.health_detail.as_str()),
+            (super::Health::Unknown, "")
+        );
+        let json = serde_json::to_string(&task).unwrap();
+        assert!(json.contains("\"health\":\"unknown\""), "{json}");
     }
 
     proptest! {

@@ -9,10 +9,13 @@ kind = "service"
 instances = 2
 command = ["/bin/sh", "-c", "exec ./server --port $PORT"]
 env = { RUST_LOG = "info", GREETING = "héllo" }
+network = "host"
+driver = "sandbox"
 
 [resources]
 cpu = 0.5
 memory = "128MiB"
+pids = 256
 
 [restart]
 policy = "on-failure"
@@ -24,6 +27,14 @@ name = "http"
 
 [[ports]]
 name = "admin"
+
+[health]
+http = "/healthz"
+port = "admin"
+interval = "10s"
+timeout = "2s"
+grace = "5s"
+threshold = 3
 "#;
 
 /// One edit to a manifest, at a character position taken modulo its length.

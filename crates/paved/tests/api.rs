@@ -547,3 +547,111 @@ async fn a_crash_looping_service_leaves_a_bounded_history() {
     .await;
     p.stop().await;
 }
+
+/// The first task of `job`, once it has one that satisfies `done`.
+async fn wait_task(p: &InProcess, job: &str, what: &str, done: impl Fn(&pb::Task) -> bool) -> pb::Task {
+    wait_for(what, || async { p.tasks(job).await.first().is_some_and(&done) }).await;
+    p.tasks(job).await.remove(0)
+}
+
+#[tokio::test]
+async fn an_http_health_check_finds_a_server_healthy() {
+    let p = InProcess::start().await;
+    let sh = "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1";
+    let manifest =
+        service("served", 1, sh) + "[[ports]]\nname = \"http\"\n[health]\nhttp = \"/\"\ninterval = \"1s\"\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    let task = wait_task(&p, "served", "a healthy task", |t| t.health == "healthy").await;
+    assert_eq!((task.state.as_str(), task.restarts), ("running", 0), "{task:?}");
+    assert_eq!(task.health_detail, "");
+    let job = p
+        .jobs()
+        .get_job(pb::GetJobRequest { job: "served".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let health = job
+        .spec
+        .and_then(|s| s.health)
+        .expect("the check in the job's spec");
+    assert_eq!((health.check.as_str(), health.path.as_str()), ("http", "/"));
+    p.stop().await;
+}
+
+/// A service whose check keeps failing is stopped and restarted under its restart policy until
+/// its attempts run out; the reasons say why.
+#[tokio::test]
+async fn an_unhealthy_service_is_restarted_until_its_attempts_run_out() {
+    let p = InProcess::start().await;
+    // Nothing listens on the port: the first check, at once, fails.
+    let closed = service("deaf", 1, "exec sleep 1000")
+        + "[restart]\nattempts = 2\ndelay = \"10ms\"\n[[ports]]\nname = \"http\"\n\
+           [health]\ntcp = true\ninterval = \"1s\"\ngrace = \"0s\"\nthreshold = 1\n";
+    // The server answers 404; the grace period covers its start-up.
+    let sh = "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1";
+    let missing = service("lost", 1, sh)
+        + "[restart]\nattempts = 1\ndelay = \"10ms\"\n[[ports]]\nname = \"http\"\n\
+           [health]\nhttp = \"/missing\"\ninterval = \"1s\"\ngrace = \"2s\"\nthreshold = 2\n";
+    for manifest in [closed, missing] {
+        let request = pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        };
+        p.jobs().create_job(request).await.unwrap();
+    }
+    let deaf = wait_task(&p, "deaf", "a failed task", |t| t.state == "failed").await;
+    let port = deaf.ports["http"];
+    let refused = format!("connect 127.0.0.1:{port}: connection refused");
+    assert_eq!(deaf.restarts, 2, "{deaf:?}");
+    assert_eq!(
+        deaf.reason,
+        format!("unhealthy: {refused} (1 consecutive failure); no restarts left (2 of 2 used)")
+    );
+    assert_eq!(
+        (deaf.health.as_str(), deaf.health_detail.as_str()),
+        ("unhealthy", refused.as_str())
+    );
+    assert_eq!(deaf.signal, Some(15), "stopped with SIGTERM: {deaf:?}");
+
+    let lost = wait_task(&p, "lost", "a failed task", |t| t.state == "failed").await;
+    assert_eq!(lost.restarts, 1, "{lost:?}");
+    let want = "unhealthy: GET /missing: status 404 (2 consecutive failures); no restarts left";
+    assert!(lost.reason.starts_with(want), "{}", lost.reason);
+    p.stop().await;
+}
+
+/// An exec check runs in the task's directory; a batch task's health is reported and changes
+/// both ways, but never restarts the task.
+#[tokio::test]
+async fn an_exec_check_follows_the_task_both_ways_without_restarting_a_batch_task() {
+    let p = InProcess::start().await;
+    let manifest = batch("checked", 1, "exec sleep 1000")
+        + "[health]\nexec = [\"/bin/sh\", \"-c\", \"test -f ok\"]\ninterval = \"1s\"\ngrace = \"0s\"\nthreshold = 1\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    let sick = wait_task(&p, "checked", "unhealthy", |t| t.health == "unhealthy").await;
+    assert_eq!(sick.health_detail, "exec /bin/sh -c test -f ok: exit code 1");
+    let ok = p.platform.data.join("agent/tasks").join(&sick.id).join("work/ok");
+    std::fs::write(&ok, "").unwrap();
+    let well = wait_task(&p, "checked", "healthy", |t| t.health == "healthy").await;
+    assert_eq!(well.health_detail, "");
+    std::fs::remove_file(&ok).unwrap();
+    let again = wait_task(&p, "checked", "unhealthy again", |t| t.health == "unhealthy").await;
+    assert_eq!(
+        (again.id.as_str(), again.state.as_str(), again.restarts, again.pid),
+        (sick.id.as_str(), "running", 0, sick.pid),
+        "{again:?}"
+    );
+    p.stop().await;
+}

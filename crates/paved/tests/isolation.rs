@@ -87,3 +87,41 @@ async fn admins_mark_tenants_trusted_over_json() {
     assert_eq!(names, [("default", true)]);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn the_process_driver_needs_a_trusted_tenant() {
+    let p = InProcess::start().await;
+    let manifest = "name = \"plain\"\nkind = \"batch\"\ninstances = 1\ndriver = \"process\"\n\
+                    command = [\"/bin/sh\", \"-c\", \"echo $$\"]\n";
+    let request = || pb::CreateJobRequest {
+        manifest: manifest.into(),
+        source: String::new(),
+    };
+    let refused = p
+        .jobs()
+        .create_job(request())
+        .await
+        .expect_err("an untrusted tenant");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("paved tenants trust default"),
+        "{}",
+        refused.message()
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .put(p.url("/v1/tenants/default"))
+        .bearer_auth(&p.platform.token)
+        .json(&serde_json::json!({"trusted": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    p.jobs().create_job(request()).await.expect("a trusted tenant");
+    p.wait_job("plain", |j| j.state == "complete").await;
+    let tasks = p.tasks("plain").await;
+    // Unsandboxed: the shell sees its host pid, not 2 as in a sandbox.
+    let pid: u32 = p.logs(&tasks[0].id, "stdout").await.trim().parse().unwrap();
+    assert!(pid > 2, "pid {pid}");
+    p.stop().await;
+}

@@ -21,6 +21,7 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
             resources: Resources {
                 cpu: 0.1,
                 memory_bytes: 1 << 26,
+                pids: 1024,
             },
             restart: RestartSpec {
                 policy: RestartPolicy::Always,
@@ -28,6 +29,9 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
                 delay: Duration::from_secs(1),
             },
             ports: vec![],
+            network: Default::default(),
+            driver: Default::default(),
+            health: None,
         },
         state,
         reason: String::new(),
@@ -66,6 +70,8 @@ fn task(id: &str, slot: u32, state: &str) -> Task {
         created_at_ms: u64::from(slot),
         started_at_ms: None,
         finished_at_ms: finished,
+        health: Default::default(),
+        health_detail: String::new(),
     }
 }
 

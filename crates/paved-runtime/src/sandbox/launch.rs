@@ -26,7 +26,9 @@ use rustix::process::{Pid, Signal};
 use rustix::thread::{CapabilitySet, CapabilitySets, Gid, Uid};
 
 use super::seccomp::Filters;
-use super::{NetworkMode, SandboxPlan, rootfs};
+use paved_types::Network;
+
+use super::{SandboxPlan, rootfs};
 use crate::shim::{DEFAULT_PATH, resolve};
 use crate::{ExitStatus, TaskSpec};
 
@@ -111,9 +113,9 @@ fn decode(raw: i32) -> ExitStatus {
 
 /// Forks the init into new namespaces: `Some(pid)` in the shim, `None` in the init.
 #[allow(unsafe_code)]
-fn clone_init(network: NetworkMode) -> io::Result<Option<Pid>> {
+fn clone_init(network: Network) -> io::Result<Option<Pid>> {
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if network == NetworkMode::None {
+    if network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
     let flags = libc::c_ulong::from((flags | libc::SIGCHLD).unsigned_abs());
@@ -188,7 +190,7 @@ impl Child<'_> {
             .map_err(|e| fail("join the task's cgroup", &e))?;
         rustix::system::sethostname(self.plan.hostname.as_bytes())
             .map_err(|e| fail("set the hostname", &e))?;
-        if self.plan.network == NetworkMode::None {
+        if self.plan.network == Network::None {
             loopback_up().map_err(|e| fail("bring up loopback", &e))?;
         }
         rootfs::enter(&self.dir.join(super::ROOTFS_DIR), &self.dir.join(crate::WORK_DIR))
@@ -364,7 +366,7 @@ fn exit(code: i32) -> ! {
 
 /// Every capability out of the bounding set, no supplementary groups, the task's user and
 /// group, empty capability sets, and no way to gain privileges back through exec.
-fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     for capability in 0..=LAST_CAPABILITY {
         // SAFETY: prctl(PR_CAPBSET_DROP) takes integers only.
         #[allow(unsafe_code)]

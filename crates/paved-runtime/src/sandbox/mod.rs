@@ -12,6 +12,7 @@
 //! times faster (ARCHITECTURE.md has the figures).
 
 mod cgroup;
+mod exec;
 pub(crate) mod launch;
 mod rootfs;
 mod seccomp;
@@ -19,12 +20,15 @@ mod seccomp;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use paved_types::Network;
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::{CgroupDir, Layout, Limits, TaskCgroup, Version};
 pub use rootfs::TASK_DIR;
 
-use crate::{ExitStatus, Probe, ProcessRuntime, Runtime, RuntimeError, TaskRecord, TaskSpec, TaskStats};
+use crate::{
+    ExecOutput, ExitStatus, Probe, ProcessRuntime, Runtime, RuntimeError, TaskRecord, TaskSpec, TaskStats,
+};
 
 /// The runtime's name, as recorded in [`TaskRecord::runtime`].
 pub const NAME: &str = "sandbox";
@@ -35,17 +39,6 @@ pub(crate) const ROOTFS_DIR: &str = "rootfs";
 const UID_BASE: u32 = 200_000;
 const UID_RANGE: u32 = 100_000;
 
-/// A task's network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// The host's network; the agent assigns ports.
-    #[default]
-    Host,
-    /// Its own network namespace with only loopback.
-    None,
-}
-
 /// How the shim sandboxes a task: written by [`SandboxRuntime`] into the spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxPlan {
@@ -53,7 +46,7 @@ pub struct SandboxPlan {
     pub uid: u32,
     pub gid: u32,
     pub hostname: String,
-    pub network: NetworkMode,
+    pub network: Network,
 }
 
 /// Runs tasks in sandboxes, under the same shims as [`ProcessRuntime`].
@@ -144,6 +137,16 @@ impl Runtime for SandboxRuntime {
         tokio::task::spawn_blocking(move || cgroup.remove())
             .await
             .map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))?
+    }
+
+    async fn exec(
+        &self,
+        record: &TaskRecord,
+        spec: &TaskSpec,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        exec::run(record, &self.plan(spec), spec, command, timeout).await
     }
 
     async fn stats(&self, record: &TaskRecord) -> Option<TaskStats> {

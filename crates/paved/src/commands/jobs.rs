@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use paved_api::v1::{
-    GetJobRequest, Job, JobSpec, KillJobRequest, KillTaskRequest, ListJobsRequest, ListTasksRequest,
-    ScaleJobRequest, Task,
+    GetJobRequest, HealthSpec, Job, JobSpec, KillJobRequest, KillTaskRequest, ListJobsRequest,
+    ListTasksRequest, ScaleJobRequest, Task,
 };
 use paved_types::units::{format_duration, format_memory};
 use serde::Serialize;
@@ -174,11 +174,16 @@ fn detail(job: &Job, now: u64) -> Vec<(&'static str, String)> {
 fn spec_fields(spec: &JobSpec) -> Vec<(&'static str, String)> {
     let mut items = vec![("Command", command_line(&spec.command))];
     if let Some(r) = &spec.resources {
-        items.push((
-            "Resources",
-            format!("{} cpu, {}", r.cpu, format_memory(r.memory_bytes)),
-        ));
+        let resources = format!(
+            "{} cpu, {}, {} pids",
+            r.cpu,
+            format_memory(r.memory_bytes),
+            r.pids
+        );
+        items.push(("Resources", resources));
     }
+    items.push(("Network", spec.network.clone()));
+    items.push(("Driver", spec.driver.clone()));
     if let Some(r) = &spec.restart {
         let delay = format_duration(Duration::from_millis(r.delay_ms));
         let restart = format!("{}, {} attempts, first delay {delay}", r.policy, r.attempts);
@@ -186,10 +191,39 @@ fn spec_fields(spec: &JobSpec) -> Vec<(&'static str, String)> {
     }
     let ports: Vec<&str> = spec.ports.iter().map(|p| p.name.as_str()).collect();
     items.push(("Ports", ports.join(", ")));
+    if let Some(h) = &spec.health {
+        items.push(("Health", health_check(h)));
+    }
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.sort();
     items.push(("Env", env.join(" ")));
     items
+}
+
+/// The check in a line: "http GET /healthz on port http, every 10s (timeout 2s, grace 5s),
+/// unhealthy after 3 failures".
+fn health_check(h: &HealthSpec) -> String {
+    let ms = |ms: u64| format_duration(Duration::from_millis(ms));
+    let check = match h.check.as_str() {
+        "http" => format!("http GET {}", h.path),
+        "grpc" if h.service.is_empty() => "grpc (whole server)".to_owned(),
+        "grpc" => format!("grpc {}", h.service),
+        "exec" => format!("exec {}", command_line(&h.command)),
+        other => other.to_owned(),
+    };
+    let port = match (h.check.as_str(), h.port.as_str()) {
+        ("exec", _) => String::new(),
+        (_, "") => " on the first port".to_owned(),
+        (_, port) => format!(" on port {port}"),
+    };
+    let plural = if h.threshold == 1 { "" } else { "s" };
+    format!(
+        "{check}{port}, every {} (timeout {}, grace {}), unhealthy after {} failure{plural}",
+        ms(h.interval_ms),
+        ms(h.timeout_ms),
+        ms(h.grace_ms),
+        h.threshold
+    )
 }
 
 /// The command as a shell would show it: arguments with spaces or quotes are quoted.
@@ -241,6 +275,43 @@ j-api-gateway   api-gateway   service   running   3/3     12s
         for key in ["id", "name", "kind", "state", "instances", "tasks"] {
             assert!(value.get(key).is_some(), "no {key} in {value}");
         }
+    }
+
+    #[test]
+    fn health_checks() {
+        let check = |h: HealthSpec, want: &str| assert_eq!(health_check(&h), want);
+        let every = HealthSpec {
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            grace_ms: 5_000,
+            threshold: 3,
+            ..HealthSpec::default()
+        };
+        check(
+            HealthSpec {
+                check: "http".into(),
+                path: "/healthz".into(),
+                ..every.clone()
+            },
+            "http GET /healthz on the first port, every 10s (timeout 2s, grace 5s), unhealthy after 3 failures",
+        );
+        check(
+            HealthSpec {
+                check: "grpc".into(),
+                port: "admin".into(),
+                threshold: 1,
+                ..every.clone()
+            },
+            "grpc (whole server) on port admin, every 10s (timeout 2s, grace 5s), unhealthy after 1 failure",
+        );
+        check(
+            HealthSpec {
+                check: "exec".into(),
+                command: vec!["sh".into(), "-c".into(), "test -f ok".into()],
+                ..every
+            },
+            r#"exec sh -c "test -f ok", every 10s (timeout 2s, grace 5s), unhealthy after 3 failures"#,
+        );
     }
 
     #[test]

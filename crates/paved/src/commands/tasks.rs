@@ -25,7 +25,7 @@ pub async fn list(ctx: &Ctx, job: Option<&str>) -> anyhow::Result<()> {
 
 pub fn table(tasks: &[Task], now: u64) -> Table {
     let mut table = Table::new(&[
-        "ID", "JOB", "INDEX", "NODE", "STATE", "RESTARTS", "EXIT", "PID", "PORTS", "AGE", "REASON",
+        "ID", "JOB", "INDEX", "NODE", "STATE", "HEALTH", "RESTARTS", "EXIT", "PID", "PORTS", "AGE", "REASON",
     ]);
     for task in tasks {
         let job = if task.job_name.is_empty() {
@@ -39,6 +39,7 @@ pub fn table(tasks: &[Task], now: u64) -> Table {
             task.index.to_string(),
             or_dash(&task.node),
             task.state.clone(),
+            health(task),
             task.restarts.to_string(),
             exit(task),
             task.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
@@ -48,6 +49,14 @@ pub fn table(tasks: &[Task], now: u64) -> Table {
         ]);
     }
     table
+}
+
+/// "healthy" or "unhealthy", or "-" while no check has decided (or the job has none).
+pub fn health(task: &Task) -> String {
+    match task.health.as_str() {
+        "" | "unknown" => "-".to_owned(),
+        health => health.to_owned(),
+    }
 }
 
 /// How the task last ended: "0", "2", "sig 9", or "-" while it has not.
@@ -76,6 +85,7 @@ mod tests {
             pid: Some(4242),
             ports: HashMap::from([("http".into(), 31000)]),
             created_at_ms: 1_000,
+            health: "healthy".into(),
             ..Task::default()
         };
         let failed = Task {
@@ -87,12 +97,13 @@ mod tests {
             exit_code: Some(2),
             reason: "exit code 2".into(),
             created_at_ms: 1_000,
+            health: "unknown".into(),
             ..Task::default()
         };
         let want = "\
-ID    JOB       INDEX   NODE    STATE     RESTARTS   EXIT   PID    PORTS        AGE   REASON
-t-1   web       0       local   running   0          -      4242   http=31000   3m    -
-t-2   j-batch   1       -       failed    3          2      -      -            3m    exit code 2
+ID    JOB       INDEX   NODE    STATE     HEALTH    RESTARTS   EXIT   PID    PORTS        AGE   REASON
+t-1   web       0       local   running   healthy   0          -      4242   http=31000   3m    -
+t-2   j-batch   1       -       failed    -         3          2      -      -            3m    exit code 2
 ";
         assert_eq!(table(&[running, failed], 181_000).render(), want);
     }
