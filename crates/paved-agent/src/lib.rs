@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod health;
+mod image;
 mod ports;
 mod record;
 mod stats;
@@ -225,6 +226,11 @@ impl Agent {
         };
         let chunks = paved_runtime::logs::read(&dir, stream, tail_bytes, follow);
         Ok(chunks.map(|c| c.map_err(|e| e.to_string())).boxed())
+    }
+
+    /// The cache of pulled images, shared by every task of this agent.
+    pub(crate) fn images_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.join("images")
     }
 
     fn tasks_dir(&self) -> PathBuf {

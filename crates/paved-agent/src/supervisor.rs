@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::health::{ExecProbe, Monitor, Probe};
+use crate::image::{self, TaskImage};
 use crate::record::LocalRecord;
 use crate::{Agent, AgentError};
 
@@ -196,7 +197,17 @@ impl Supervisor<'_> {
             Ok(())
         })
         .await?;
-        let spec = self.spec(job, &ports).await?;
+        let image = match &job.spec.image {
+            Some(reference) => match image::pull(&self.agent.images_dir(), reference).await {
+                Ok(image) => Some(image),
+                Err(e) => {
+                    let reason = format!("cannot pull image {reference}: {e}");
+                    return Ok(Launch::Failed(ExitStatus::failed(reason)));
+                }
+            },
+            None => None,
+        };
+        let spec = self.spec(job, &ports, image).await?;
         match self.agent.inner.runtime.start(&spec).await {
             Ok(process) => {
                 let pid = process.pid;
@@ -239,10 +250,25 @@ impl Supervisor<'_> {
         Ok(record.ports.clone())
     }
 
-    async fn spec(&self, job: &Job, ports: &BTreeMap<String, u16>) -> Result<TaskSpec, AgentError> {
+    async fn spec(
+        &self,
+        job: &Job,
+        ports: &BTreeMap<String, u16>,
+        image: Option<TaskImage>,
+    ) -> Result<TaskSpec, AgentError> {
         let task = self.agent.inner.repo.task(self.task_id).await?.map(|t| t.value);
         let index = task.map_or(0, |t| t.index);
-        let mut env = job.spec.env.clone();
+        let mut command = job.spec.command.clone();
+        let (mut env, root, user) = match image {
+            Some(image) => {
+                if command.is_empty() {
+                    command = image.command;
+                }
+                (image.env, Some(image.root), image.user)
+            }
+            None => (BTreeMap::new(), None, None),
+        };
+        env.extend(job.spec.env.clone());
         for (i, port) in job.spec.ports.iter().enumerate() {
             if let Some(n) = ports.get(&port.name) {
                 if i == 0 {
@@ -257,7 +283,9 @@ impl Supervisor<'_> {
         env.insert("PAVED_NODE".into(), self.agent.inner.config.node.clone());
         Ok(TaskSpec {
             task_id: self.task_id.to_owned(),
-            command: job.spec.command.clone(),
+            command,
+            image: root,
+            user,
             env,
             dir: self.agent.task_dir(self.task_id),
             log_limit_bytes: self.agent.inner.config.log_limit_bytes,
@@ -311,7 +339,13 @@ impl Supervisor<'_> {
         let Some(health) = &job.spec.health else {
             return Ok(None);
         };
-        let spec = self.spec(job, &self.record.ports).await?;
+        // The spec the task runs with, so an exec check sees its environment and user; the
+        // image is in the cache by now (a tag may be looked up again).
+        let image = match &job.spec.image {
+            Some(reference) => image::pull(&self.agent.images_dir(), reference).await.ok(),
+            None => None,
+        };
+        let spec = self.spec(job, &self.record.ports, image).await?;
         let runtime = self.agent.inner.runtime.clone();
         let exec = |command| ExecProbe {
             command,

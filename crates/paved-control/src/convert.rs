@@ -52,6 +52,7 @@ pub fn spec(spec: &JobSpec) -> pb::JobSpec {
         network: spec.network.as_str().to_owned(),
         driver: spec.driver.as_str().to_owned(),
         health: spec.health.as_ref().map(health),
+        image: spec.image.clone().unwrap_or_default(),
     }
 }
 

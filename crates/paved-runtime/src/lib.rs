@@ -39,7 +39,7 @@ pub use drivers::Drivers;
 pub use error::RuntimeError;
 pub use paved_types::{Driver, Network};
 pub use process::ProcessRuntime;
-pub use sandbox::{Limits, SandboxRuntime};
+pub use sandbox::{ImageRoot, Limits, SandboxRuntime};
 pub use shim::shim_main;
 
 /// What to run; the agent builds it, the runtime hands it to the shim as `spec.json`.
@@ -66,6 +66,14 @@ pub struct TaskSpec {
     /// Which backend [`Drivers`] starts the task with.
     #[serde(default)]
     pub driver: Driver,
+    /// The image whose root filesystem the task runs in (sandbox only); `None`: the host's
+    /// system directories, read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<sandbox::ImageRoot>,
+    /// The user and group to run as inside a sandbox (an image's `USER`); `None`: a uid of the
+    /// task's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<(u32, u32)>,
     /// How the sandbox backend runs the task; set by that backend, not by callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<sandbox::SandboxPlan>,

@@ -108,6 +108,14 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
+        if spec.image.is_some() {
+            return Err(RuntimeError::InvalidSpec {
+                task_id: spec.task_id.clone(),
+                reason: "the process driver runs tasks on the host's filesystem; use the sandbox driver \
+                         to run an image"
+                    .to_owned(),
+            });
+        }
         if spec.network != Network::Host {
             return Err(RuntimeError::InvalidSpec {
                 task_id: spec.task_id.clone(),

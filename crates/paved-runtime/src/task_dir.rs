@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::sandbox::ROOTFS_DIR;
+use crate::sandbox::{OVERLAY_WORK_DIR, ROOTFS_DIR, Root, UPPER_DIR};
 use crate::{ExitStatus, RuntimeError, TaskSpec, WORK_DIR};
 
 pub(crate) const SPEC_FILE: &str = "spec.json";
@@ -55,6 +55,17 @@ fn prepare_work_dir(dir: &Path, spec: &TaskSpec) -> io::Result<()> {
             .mode(0o700)
             .create(dir.join(ROOTFS_DIR))?;
         std::os::unix::fs::chown(&work, Some(plan.uid), Some(plan.gid))?;
+        if let Root::Overlay { .. } = plan.root {
+            // A fresh writable layer each run, as a container gets. Its mode becomes the mode
+            // of the task's `/`.
+            for name in [UPPER_DIR, OVERLAY_WORK_DIR] {
+                let path = dir.join(name);
+                if path.exists() {
+                    fs::remove_dir_all(&path)?;
+                }
+                fs::DirBuilder::new().mode(0o755).create(&path)?;
+            }
+        }
     }
     Ok(())
 }

@@ -25,6 +25,10 @@ pub struct JobSpec {
     pub driver: Driver,
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// OCI image reference whose root filesystem the task runs in; `None`: the host's system
+    /// directories, read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

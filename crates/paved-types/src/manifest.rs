@@ -178,6 +178,7 @@ impl Place {
                 "network",
                 "driver",
                 "health",
+                "image",
             ],
             Place::Resources => &["cpu", "memory", "pids"],
             Place::Restart => &["policy", "attempts", "delay"],
@@ -286,7 +287,12 @@ impl<'t> Checker<'t> {
         let instances = table
             .get("instances")
             .map_or(Some(1), |v| self.instances(v, kind));
-        let command = self.required(table, &span, "command", COMMAND_EXAMPLE);
+        let image = table.get("image").and_then(|v| self.image(v));
+        // An image brings its own entrypoint and cmd; without one the command is required.
+        let command = match image {
+            Some(_) => table.get("command"),
+            None => self.required(table, &span, "command", COMMAND_EXAMPLE),
+        };
         let command = command.and_then(|v| self.command(v));
         let kind = kind.unwrap_or(JobKind::Service);
         let env = table.get("env").map(|v| self.env(v)).unwrap_or_default();
@@ -295,6 +301,14 @@ impl<'t> Checker<'t> {
         let ports = table.get("ports").map(|v| self.ports(v)).unwrap_or_default();
         let network = table.get("network").and_then(|v| self.network(v));
         let driver = table.get("driver").and_then(|v| self.driver(v));
+        if driver == Some(Driver::Process)
+            && image.is_some()
+            && let Some(v) = table.get("image")
+        {
+            let message = "an image needs the sandbox, which mounts its root filesystem; remove \
+                           driver = \"process\" or the image";
+            self.report(v.span(), "image", message.to_owned());
+        }
         if network == Some(Network::None)
             && !ports.is_empty()
             && let Some(v) = table.get("ports")
@@ -314,6 +328,7 @@ impl<'t> Checker<'t> {
             network: network.unwrap_or_default(),
             driver: driver.unwrap_or_default(),
             health,
+            image,
         }
     }
 
@@ -466,6 +481,11 @@ impl<'t> Checker<'t> {
     fn network(&mut self, v: &Item<'_>) -> Option<Network> {
         let s = self.string(v, "network", "network = \"host\"")?;
         self.check(v.span(), "network", network(s))
+    }
+
+    fn image(&mut self, v: &Item<'_>) -> Option<String> {
+        let s = self.string(v, "image", "image = \"127.0.0.1:5000/team/app:1.2\"")?;
+        self.check(v.span(), "image", image_reference(s))
     }
 
     fn driver(&mut self, v: &Item<'_>) -> Option<Driver> {
@@ -692,4 +712,35 @@ fn join(prefix: &str, key: &str) -> String {
 
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// An OCI image reference: `registry/repository[:tag][@sha256:<64 hex>]`, checked for shape here;
+/// the agent's pull says whether it exists.
+fn image_reference(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not an image reference ({why}); use registry/name:tag or registry/name@sha256:<digest>, \
+             e.g. \"127.0.0.1:5000/team/app:1.2\""
+        ))
+    };
+    if s.is_empty() || s.len() > 512 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("empty, too long or with spaces");
+    }
+    let Some((registry, _)) = s.split_once('/') else {
+        return bad("no registry");
+    };
+    if registry.is_empty() {
+        return bad("no registry");
+    }
+    if let Some((_, digest)) = s.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            return bad("a digest is sha256: and 64 lowercase hex digits");
+        }
+    }
+    Ok(s.to_owned())
 }

@@ -125,3 +125,46 @@ async fn the_process_driver_needs_a_trusted_tenant() {
     assert!(pid > 2, "pid {pid}");
     p.stop().await;
 }
+
+#[path = "../../paved-image/tests/image/support.rs"]
+#[allow(dead_code)]
+mod image_support;
+
+/// An image from a real registry on loopback runs with its own entrypoint, environment, user and
+/// working directory, on a root of its own.
+#[tokio::test]
+async fn an_image_from_the_registry_runs_with_its_own_config() {
+    let registry = image_support::Registry::start(None);
+    registry.push_fixture(None);
+    let p = InProcess::start().await;
+    let reference = registry.reference();
+    let own = format!("name = \"own\"\nkind = \"batch\"\ninstances = 1\nimage = \"{reference}\"\n");
+    let script = "echo $GREETING; id -u; pwd; test -e /usr/bin/python3 && echo host-visible; echo x > /tmp/f && echo writable";
+    let custom = format!(
+        "name = \"custom\"\nkind = \"batch\"\ninstances = 1\nimage = \"{reference}\"\n\
+         command = [\"/bin/sh\", \"-c\", \"{script}\"]\n"
+    );
+    for manifest in [own, custom] {
+        p.jobs()
+            .create_job(pb::CreateJobRequest {
+                manifest,
+                source: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    for name in ["own", "custom"] {
+        let job = p
+            .wait_job(name, |j| j.state == "complete" || j.state == "failed")
+            .await;
+        assert_eq!(job.state, "complete", "{job:?}");
+    }
+    let own = p.tasks("own").await;
+    assert_eq!(p.logs(&own[0].id, "stdout").await, "hi\n");
+    let custom = p.tasks("custom").await;
+    assert_eq!(
+        p.logs(&custom[0].id, "stdout").await,
+        "hello\n1000\n/work\nwritable\n"
+    );
+    p.stop().await;
+}

@@ -32,6 +32,7 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
             network: Default::default(),
             driver: Default::default(),
             health: None,
+            image: None,
         },
         state,
         reason: String::new(),

@@ -193,8 +193,9 @@ impl Child<'_> {
         if self.plan.network == Network::None {
             loopback_up().map_err(|e| fail("bring up loopback", &e))?;
         }
-        rootfs::enter(&self.dir.join(super::ROOTFS_DIR), &self.dir.join(crate::WORK_DIR))
-            .map_err(|e| fail("build the root filesystem", &e))
+        rootfs::enter(self.dir, self.plan).map_err(|e| fail("build the root filesystem", &e))?;
+        // An image's WORKDIR need not exist in its layers; it does in the task's own layer.
+        fs::create_dir_all(&self.plan.cwd).map_err(|e| fail("create the working directory", &e))
     }
 
     /// The task's life: drop privileges and exec; never returns.
@@ -220,7 +221,7 @@ impl Child<'_> {
             .args(&spec.command[1..])
             .env_clear()
             .envs(&spec.env)
-            .current_dir(rootfs::TASK_DIR)
+            .current_dir(&self.plan.cwd)
             .stdin(std::process::Stdio::null())
             .stdout(self.stdout.try_clone().map_err(|e| fail("pass stdout", &e))?)
             .stderr(self.stderr.try_clone().map_err(|e| fail("pass stderr", &e))?);

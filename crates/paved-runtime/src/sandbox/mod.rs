@@ -34,10 +34,36 @@ use crate::{
 pub const NAME: &str = "sandbox";
 /// Mount point of the task's root filesystem, under its task directory; empty on the host.
 pub(crate) const ROOTFS_DIR: &str = "rootfs";
+/// The task's writable layer over an image, and overlayfs's scratch directory beside it.
+pub(crate) const UPPER_DIR: &str = "upper";
+pub(crate) const OVERLAY_WORK_DIR: &str = "overlay-work";
+/// The task's private copy of an image, where overlayfs is missing.
+pub(crate) const IMAGE_COPY_DIR: &str = "image-root";
 /// Tasks run as a user of their own from this range, so no two tasks share a uid by chance
 /// of configuration, and none is a user of the host.
 const UID_BASE: u32 = 200_000;
 const UID_RANGE: u32 = 100_000;
+
+/// An image's unpacked root filesystem, as the agent pulled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRoot {
+    /// Layer directories in overlayfs format, bottom first; shared by tasks, never written.
+    pub layers: Vec<PathBuf>,
+    /// The task's working directory inside the image; empty: `/task`.
+    pub working_dir: String,
+}
+
+/// What the task's `/` is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Root {
+    /// The host's system directories, read-only, in a small tmpfs.
+    Host,
+    /// An image's layers under a writable layer of the task's own (`<task-dir>/upper`).
+    Overlay { layers: Vec<PathBuf> },
+    /// A private copy of an image's merged layers (`<task-dir>/image-root`), where overlayfs is
+    /// missing.
+    Copy,
+}
 
 /// How the shim sandboxes a task: written by [`SandboxRuntime`] into the spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +73,9 @@ pub struct SandboxPlan {
     pub gid: u32,
     pub hostname: String,
     pub network: Network,
+    pub root: Root,
+    /// The task's working directory inside its root.
+    pub cwd: String,
 }
 
 /// Runs tasks in sandboxes, under the same shims as [`ProcessRuntime`].
@@ -54,6 +83,8 @@ pub struct SandboxPlan {
 pub struct SandboxRuntime {
     shims: ProcessRuntime,
     layout: Layout,
+    /// Whether the kernel has overlayfs, for image roots.
+    overlay: bool,
 }
 
 impl SandboxRuntime {
@@ -70,6 +101,8 @@ impl SandboxRuntime {
         Ok(SandboxRuntime {
             shims: ProcessRuntime::new(shim_exe),
             layout: Layout::detect()?,
+            overlay: std::fs::read_to_string("/proc/filesystems")
+                .is_ok_and(|list| list.lines().any(|l| l.trim_end().ends_with("\toverlay"))),
         })
     }
 
@@ -79,13 +112,30 @@ impl SandboxRuntime {
     }
 
     fn plan(&self, spec: &TaskSpec) -> SandboxPlan {
-        let uid = UID_BASE + fnv1a(spec.task_id.as_bytes()) % UID_RANGE;
+        let own = UID_BASE + fnv1a(spec.task_id.as_bytes()) % UID_RANGE;
+        let (uid, gid) = spec.user.unwrap_or((own, own));
+        let (root, cwd) = match &spec.image {
+            None => (Root::Host, TASK_DIR.to_owned()),
+            Some(image) => {
+                let root = if self.overlay {
+                    Root::Overlay {
+                        layers: image.layers.clone(),
+                    }
+                } else {
+                    Root::Copy
+                };
+                let cwd = Some(image.working_dir.as_str()).filter(|d| d.starts_with('/'));
+                (root, cwd.unwrap_or(TASK_DIR).to_owned())
+            }
+        };
         SandboxPlan {
             cgroup: self.layout.task(&spec.task_id),
             uid,
-            gid: uid,
+            gid,
             hostname: spec.task_id.chars().take(64).collect(),
             network: spec.network,
+            root,
+            cwd,
         }
     }
 }
@@ -98,6 +148,9 @@ impl Runtime for SandboxRuntime {
 
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
         let plan = self.plan(spec);
+        if let (Root::Copy, Some(image)) = (&plan.root, &spec.image) {
+            copy_image(image, &spec.dir.join(IMAGE_COPY_DIR)).await?;
+        }
         plan.cgroup.create(&spec.limits)?;
         let spec = TaskSpec {
             sandbox: Some(plan.clone()),
@@ -126,13 +179,12 @@ impl Runtime for SandboxRuntime {
 
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         self.shims.cleanup(record).await?;
-        // Only a mount point, empty on the host: the root lived in the task's mount namespace.
-        match std::fs::remove_dir(record.dir.join(ROOTFS_DIR)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(RuntimeError::io(&record.dir, e));
-            }
-            _ => {}
-        }
+        // The root's mount point (empty on the host: the root lived in the task's mount
+        // namespace) and the task's writable image layer go with the task.
+        let dir = record.dir.clone();
+        tokio::task::spawn_blocking(move || remove_root_dirs(&dir))
+            .await
+            .map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))??;
         let cgroup = self.layout.task(&record.task_id);
         tokio::task::spawn_blocking(move || cgroup.remove())
             .await
@@ -152,6 +204,39 @@ impl Runtime for SandboxRuntime {
     async fn stats(&self, record: &TaskRecord) -> Option<TaskStats> {
         self.layout.task(&record.task_id).stats()
     }
+}
+
+/// Directories of a task's root that end with it.
+const ROOT_DIRS: [&str; 4] = [ROOTFS_DIR, UPPER_DIR, OVERLAY_WORK_DIR, IMAGE_COPY_DIR];
+
+fn remove_root_dirs(dir: &std::path::Path) -> Result<(), RuntimeError> {
+    for name in ROOT_DIRS {
+        let path = dir.join(name);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RuntimeError::io(path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Materializes an image's merged layers for a host without overlayfs.
+async fn copy_image(image: &ImageRoot, dest: &std::path::Path) -> Result<(), RuntimeError> {
+    let merged = paved_image::Image {
+        digest: String::new(),
+        layers: image.layers.clone(),
+        config: Default::default(),
+    };
+    let dest = dest.to_path_buf();
+    let copied = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        merged
+            .flatten_into(&dest)
+            .map_err(|e| RuntimeError::io(&dest, std::io::Error::other(e)))
+    });
+    copied
+        .await
+        .map_err(|e| RuntimeError::io("image copy", std::io::Error::other(e)))?
 }
 
 /// A small, stable hash (FNV-1a), so a task keeps its uid across agent restarts.

@@ -7,11 +7,14 @@
 //! task's PID namespace with the kernel's sensitive files masked or read-only, as Docker does;
 //! and a minimal `/dev`.
 
+use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+use super::{IMAGE_COPY_DIR, OVERLAY_WORK_DIR, ROOTFS_DIR, Root, SandboxPlan, UPPER_DIR};
+use crate::WORK_DIR;
 use rustix::mount::{
     MountFlags, MountPropagationFlags, UnmountFlags, mount, mount_bind, mount_bind_recursive, mount_change,
     mount_remount,
@@ -52,34 +55,67 @@ pub(crate) struct RootfsError {
     source: io::Error,
 }
 
-/// Builds the root at `root` (an empty directory) with `work` as `/task`, and makes it the
-/// calling process's root. Must run in a new mount namespace.
-pub(crate) fn enter(root: &Path, work: &Path) -> Result<(), RootfsError> {
+/// Builds the task's root at `<task_dir>/rootfs` (an empty directory) with `<task_dir>/work` as
+/// `/task`, and makes it the calling process's root. Must run in a new mount namespace.
+pub(crate) fn enter(task_dir: &Path, plan: &SandboxPlan) -> Result<(), RootfsError> {
+    let root = &task_dir.join(ROOTFS_DIR);
     let secure = MountFlags::NOSUID | MountFlags::NODEV;
     step("make mounts private", || {
         mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
     })?;
-    step("mount the root tmpfs", || {
-        mount("paved", root, "tmpfs", secure, c"mode=0755,size=1m")
-    })?;
-    for name in SYSTEM_DIRS {
-        share_system_dir(root, name)?;
+    match &plan.root {
+        Root::Host => {
+            step("mount the root tmpfs", || {
+                mount("paved", root, "tmpfs", secure, c"mode=0755,size=1m")
+            })?;
+            for name in SYSTEM_DIRS {
+                share_system_dir(root, name)?;
+            }
+        }
+        Root::Overlay { layers } => {
+            // overlayfs lists the top layer first.
+            let lower: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                task_dir.join(UPPER_DIR).display(),
+                task_dir.join(OVERLAY_WORK_DIR).display()
+            );
+            let options = CString::new(options).map_err(|e| RootfsError {
+                what: "name the image's layers".to_owned(),
+                source: io::Error::other(e),
+            })?;
+            step("mount the image's layers", || {
+                mount("overlay", root, "overlay", secure, options.as_c_str())
+            })?;
+        }
+        Root::Copy => bind(&task_dir.join(IMAGE_COPY_DIR), root, secure, false)?,
     }
-    bind(work, &root.join(&TASK_DIR[1..]), secure, false)?;
+    for name in ["task", "tmp", "proc", "dev"] {
+        let path = root.join(name);
+        if !path.exists() {
+            make_dir(&path)?;
+        }
+    }
+    bind(
+        &task_dir.join(WORK_DIR),
+        &root.join(&TASK_DIR[1..]),
+        secure,
+        false,
+    )?;
     let tmp = root.join("tmp");
-    make_dir(&tmp)?;
     step("mount /tmp", || {
         mount("tmpfs", &tmp, "tmpfs", secure, c"mode=1777")
     })?;
     let proc = root.join("proc");
-    make_dir(&proc)?;
     step("mount /proc", || {
         mount("proc", &proc, "proc", secure | MountFlags::NOEXEC, c"")
     })?;
     build_dev(root)?;
     for name in MASKED {
         let target = root.join(name);
-        if target.exists() {
+        // An image's own /etc/shadow is its business; the host's is never shown.
+        if target.exists() && (plan.root == Root::Host || name.starts_with("proc/")) {
             step(&format!("mask /{name}"), || mount_bind("/dev/null", &target))?;
         }
     }
@@ -89,7 +125,7 @@ pub(crate) fn enter(root: &Path, work: &Path) -> Result<(), RootfsError> {
             bind(&target, &target, secure | MountFlags::NOEXEC, true)?;
         }
     }
-    pivot(root)
+    pivot(root, plan.root == Root::Host)
 }
 
 /// Binds a host system directory read-only, or recreates it as the symlink it is.
@@ -133,7 +169,6 @@ fn bind(source: &Path, target: &Path, flags: MountFlags, read_only: bool) -> Res
 /// standard links.
 fn build_dev(root: &Path) -> Result<(), RootfsError> {
     let dev = root.join("dev");
-    make_dir(&dev)?;
     step("mount /dev", || {
         mount(
             "tmpfs",
@@ -170,8 +205,9 @@ fn build_dev(root: &Path) -> Result<(), RootfsError> {
     })
 }
 
-/// Makes `root` the root, detaches the old one and leaves the new one read-only.
-fn pivot(root: &Path) -> Result<(), RootfsError> {
+/// Makes `root` the root and detaches the old one; a root of host directories stays read-only
+/// (an image's root is the task's to write, in its own layer).
+fn pivot(root: &Path, read_only: bool) -> Result<(), RootfsError> {
     let old = root.join(".old-root");
     make_dir(&old)?;
     step("pivot into the new root", || {
@@ -184,6 +220,9 @@ fn pivot(root: &Path) -> Result<(), RootfsError> {
     step("remove the old root's mount point", || {
         fs::remove_dir("/.old-root")
     })?;
+    if !read_only {
+        return Ok(());
+    }
     step("make the root read-only", || {
         mount_remount(
             "/",

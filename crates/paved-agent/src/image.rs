@@ -1,0 +1,115 @@
+//! Images for tasks: pulled into the agent's cache, then turned into what the sandbox needs
+//! (layers, working directory, user) and what the task runs (entrypoint, cmd, environment).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use paved_image::{Image, ImageStore, RegistryAuth};
+use paved_runtime::ImageRoot;
+
+/// What a job's image contributes to a task.
+pub(crate) struct TaskImage {
+    pub(crate) root: ImageRoot,
+    /// Entrypoint then cmd: the command when the manifest gives none.
+    pub(crate) command: Vec<String>,
+    /// The image's environment; the job's own variables override it.
+    pub(crate) env: BTreeMap<String, String>,
+    /// The image's `USER`, resolved; `None` for root or none, which run as the task's own uid.
+    pub(crate) user: Option<(u32, u32)>,
+}
+
+/// Pulls `reference` (anonymously) into the cache under `dir` and resolves its config.
+pub(crate) async fn pull(dir: &Path, reference: &str) -> Result<TaskImage, String> {
+    let store = ImageStore::open(dir).map_err(|e| e.to_string())?;
+    let image = store
+        .pull(reference, &RegistryAuth::Anonymous)
+        .await
+        .map_err(|e| e.to_string())?;
+    task_image(image)
+}
+
+fn task_image(image: Image) -> Result<TaskImage, String> {
+    let config = &image.config;
+    let env = config
+        .env
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let user = user(&config.user, &image.layers)?;
+    Ok(TaskImage {
+        command: config.entrypoint.iter().chain(&config.cmd).cloned().collect(),
+        env,
+        user,
+        root: ImageRoot {
+            working_dir: config.working_dir.clone(),
+            layers: image.layers,
+        },
+    })
+}
+
+/// The image's `USER` (`name`, `uid`, `uid:gid` or `name:group`) as numbers. Root, by any name,
+/// is refused its uid 0: the task then runs as a uid of its own, like any other.
+fn user(spec: &str, layers: &[PathBuf]) -> Result<Option<(u32, u32)>, String> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    if user.is_empty() || user == "root" || user == "0" {
+        return Ok(None);
+    }
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup(layers, "etc/passwd", user)
+            .ok_or_else(|| format!("the image's USER {user:?} is not in its /etc/passwd"))?,
+    };
+    let gid = match group {
+        "" => primary_gid,
+        g => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(layers, "etc/group", g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| format!("the image's group {g:?} is not in its /etc/group"))?,
+        },
+    };
+    Ok((uid != 0).then_some((uid, gid)))
+}
+
+/// Finds `name` in the topmost layer's copy of a passwd-style file: (field 3, field 4).
+fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
+    let text = layers
+        .iter()
+        .rev()
+        .find_map(|l| std::fs::read_to_string(l.join(file)).ok())?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() != Some(&name) {
+            return None;
+        }
+        let id = fields.get(2)?.parse().ok()?;
+        let second = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(id);
+        Some((id, second))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_through_the_images_own_files() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("etc")).unwrap();
+        std::fs::write(
+            layer.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(layer.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let layers = [layer.path().to_path_buf()];
+        assert_eq!(user("", &layers).unwrap(), None);
+        assert_eq!(user("root", &layers).unwrap(), None);
+        assert_eq!(user("0:0", &layers).unwrap(), None);
+        assert_eq!(user("app", &layers).unwrap(), Some((1000, 1001)));
+        assert_eq!(user("app:staff", &layers).unwrap(), Some((1000, 50)));
+        assert_eq!(user("4242:7", &layers).unwrap(), Some((4242, 7)));
+        assert!(user("ghost", &layers).unwrap_err().contains("ghost"));
+    }
+}
