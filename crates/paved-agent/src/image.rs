@@ -18,14 +18,26 @@ pub(crate) struct TaskImage {
     pub(crate) user: Option<(u32, u32)>,
 }
 
-/// Pulls `reference` (anonymously) into the cache under `dir` and resolves its config.
+/// Pulls `reference` (anonymously) into the cache under `dir`, or imports it from a local OCI
+/// layout (`oci:/path[:tag]`), and resolves its config.
 pub(crate) async fn pull(dir: &Path, reference: &str) -> Result<TaskImage, String> {
     let store = ImageStore::open(dir).map_err(|e| e.to_string())?;
-    let image = store
-        .pull(reference, &RegistryAuth::Anonymous)
-        .await
-        .map_err(|e| e.to_string())?;
-    task_image(image)
+    let image = match reference.strip_prefix("oci:") {
+        Some(layout) => {
+            let (path, tag) = split_layout(layout);
+            store.import_layout(Path::new(path), tag).await
+        }
+        None => store.pull(reference, &RegistryAuth::Anonymous).await,
+    };
+    task_image(image.map_err(|e| e.to_string())?)
+}
+
+/// `/path/to/layout:tag` into the path and the tag; a `:` inside the path is not a tag.
+fn split_layout(layout: &str) -> (&str, Option<&str>) {
+    match layout.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') && !tag.is_empty() => (path, Some(tag)),
+        _ => (layout, None),
+    }
 }
 
 fn task_image(image: Image) -> Result<TaskImage, String> {
@@ -92,6 +104,13 @@ fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_split_into_path_and_tag() {
+        assert_eq!(split_layout("/srv/app:1.2"), ("/srv/app", Some("1.2")));
+        assert_eq!(split_layout("/srv/app"), ("/srv/app", None));
+        assert_eq!(split_layout("/srv/a:b/app"), ("/srv/a:b/app", None));
+    }
 
     #[test]
     fn users_resolve_through_the_images_own_files() {

@@ -726,6 +726,13 @@ fn image_reference(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 512 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("empty, too long or with spaces");
     }
+    // A local OCI layout directory, for sites without a registry: oci:/path[:tag].
+    if let Some(path) = s.strip_prefix("oci:") {
+        return match path.starts_with('/') {
+            true => Ok(s.to_owned()),
+            false => bad("an OCI layout is oci: and an absolute path, e.g. oci:/srv/images/app:1.2"),
+        };
+    }
     let Some((registry, _)) = s.split_once('/') else {
         return bad("no registry");
     };

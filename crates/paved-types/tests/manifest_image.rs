@@ -17,6 +17,13 @@ fn an_image_makes_the_command_optional() {
     let digest = format!("registry.local/app@sha256:{}", "a".repeat(64));
     let (image, _) = parse(&format!("image = \"{digest}\"\ncommand = [\"/bin/app\"]\n")).unwrap();
     assert_eq!(image, Some(digest));
+    let (image, _) = parse("image = \"oci:/srv/images/app:1.2\"\n").unwrap();
+    assert_eq!(image.as_deref(), Some("oci:/srv/images/app:1.2"));
+    assert!(
+        parse("image = \"oci:relative/app\"\n")
+            .unwrap_err()
+            .contains("absolute path")
+    );
 }
 
 #[test]

@@ -140,11 +140,16 @@ async fn an_image_from_the_registry_runs_with_its_own_config() {
     let reference = registry.reference();
     let own = format!("name = \"own\"\nkind = \"batch\"\ninstances = 1\nimage = \"{reference}\"\n");
     let script = "echo $GREETING; id -u; pwd; test -e /usr/bin/python3 && echo host-visible; echo x > /tmp/f && echo writable";
+    let layout = image_support::fixture().layout.display().to_string();
+    let offline = format!(
+        "name = \"offline\"\nkind = \"batch\"\ninstances = 1\nimage = \"oci:{layout}:{}\"\n",
+        image_support::TAG
+    );
     let custom = format!(
         "name = \"custom\"\nkind = \"batch\"\ninstances = 1\nimage = \"{reference}\"\n\
          command = [\"/bin/sh\", \"-c\", \"{script}\"]\n"
     );
-    for manifest in [own, custom] {
+    for manifest in [own, custom, offline] {
         p.jobs()
             .create_job(pb::CreateJobRequest {
                 manifest,
@@ -153,7 +158,7 @@ async fn an_image_from_the_registry_runs_with_its_own_config() {
             .await
             .unwrap();
     }
-    for name in ["own", "custom"] {
+    for name in ["own", "custom", "offline"] {
         let job = p
             .wait_job(name, |j| j.state == "complete" || j.state == "failed")
             .await;
@@ -161,6 +166,12 @@ async fn an_image_from_the_registry_runs_with_its_own_config() {
     }
     let own = p.tasks("own").await;
     assert_eq!(p.logs(&own[0].id, "stdout").await, "hi\n");
+    let offline = p.tasks("offline").await;
+    assert_eq!(
+        p.logs(&offline[0].id, "stdout").await,
+        "hi\n",
+        "from the OCI layout"
+    );
     let custom = p.tasks("custom").await;
     assert_eq!(
         p.logs(&custom[0].id, "stdout").await,
