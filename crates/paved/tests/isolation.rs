@@ -179,3 +179,49 @@ async fn an_image_from_the_registry_runs_with_its_own_config() {
     );
     p.stop().await;
 }
+
+/// Killing a job leaves nothing of its sandboxed tasks: no process, cgroup, mount, or root
+/// directory (the logs stay, for `paved logs`).
+#[tokio::test]
+async fn a_killed_job_leaves_nothing_behind() {
+    let p = InProcess::start().await;
+    let manifest = "name = \"gone\"\nkind = \"service\"\ninstances = 2\n\
+                    command = [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000\"]\n";
+    p.jobs()
+        .create_job(pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: String::new(),
+        })
+        .await
+        .unwrap();
+    wait_for("two running tasks", || async {
+        p.running("gone").await.len() == 2
+    })
+    .await;
+    let tasks = p.running("gone").await;
+    p.jobs()
+        .kill_job(pb::KillJobRequest { job: "gone".into() })
+        .await
+        .unwrap();
+    p.wait_job("gone", |j| j.state == "killed").await;
+    let layout = paved_runtime::sandbox::Layout::detect().unwrap();
+    let tasks_dir = p.platform.data.join("agent/tasks");
+    wait_for("every trace of the tasks to go", || async {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        tasks.iter().all(|t| {
+            let dir = tasks_dir.join(&t.id);
+            let cgroups_gone = layout.task(&t.id).dirs.iter().all(|d| !d.path.exists());
+            let process_gone = !support::alive(t.pid.unwrap());
+            let roots_gone = ["rootfs", "upper", "overlay-work"]
+                .iter()
+                .all(|d| !dir.join(d).exists());
+            cgroups_gone && process_gone && roots_gone && !mounts.contains(&t.id)
+        })
+    })
+    .await;
+    assert!(
+        tasks_dir.join(&tasks[0].id).join("stdout.log").exists(),
+        "the logs are kept"
+    );
+    p.stop().await;
+}
