@@ -189,18 +189,23 @@ pub(crate) fn task_command(argv: &[String], spec: &TaskSpec, dir: &Path) -> Resu
     command
         .arg0(name)
         .args(args)
-        .env_clear()
-        .envs(&spec.env)
         .current_dir(dir)
         .stdin(Stdio::null())
         .process_group(0);
+    set_env(&mut command, spec, dir);
+    Ok(command)
+}
+
+/// Exactly the spec's environment, plus `PATH` (a standard system path) and `HOME` (`home`) when
+/// it sets none: what every process of a task starts with.
+pub(crate) fn set_env(command: &mut Command, spec: &TaskSpec, home: &Path) {
+    command.env_clear().envs(&spec.env);
     if !spec.env.contains_key("PATH") {
         command.env("PATH", DEFAULT_PATH);
     }
     if !spec.env.contains_key("HOME") {
-        command.env("HOME", dir);
+        command.env("HOME", home);
     }
-    Ok(command)
 }
 
 /// Opens the stream's log and a pipe to feed it: the pipe's read end and the log for the

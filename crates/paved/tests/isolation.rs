@@ -12,13 +12,7 @@ async fn running_tasks_report_live_stats() {
     let manifest = "name = \"busy\"\nkind = \"service\"\ninstances = 1\n\
                     command = [\"/bin/sh\", \"-c\", \"while true; do :; done\"]\n\
                     [resources]\ncpu = 0.5\nmemory = \"64MiB\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest: manifest.into(),
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     wait_for("cpu and memory stats of the busy task", || async {
         p.running("busy")
             .await
@@ -36,13 +30,7 @@ async fn a_task_over_its_memory_limit_is_reported_oom_killed() {
     let manifest = "name = \"hog\"\nkind = \"batch\"\ninstances = 1\n\
                     command = [\"/bin/sh\", \"-c\", \"x=0123456789abcdef; while true; do x=$x$x; done\"]\n\
                     [resources]\nmemory = \"32MiB\"\n[restart]\npolicy = \"never\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest: manifest.into(),
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     let job = p.wait_job("hog", |j| j.state == "failed").await;
     let tasks = p.tasks("hog").await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
@@ -117,7 +105,7 @@ async fn the_process_driver_needs_a_trusted_tenant() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    p.jobs().create_job(request()).await.expect("a trusted tenant");
+    p.submit(manifest).await;
     p.wait_job("plain", |j| j.state == "complete").await;
     let tasks = p.tasks("plain").await;
     // Unsandboxed: the shell sees its host pid, not 2 as in a sandbox.
@@ -150,13 +138,7 @@ async fn an_image_from_the_registry_runs_with_its_own_config() {
          command = [\"/bin/sh\", \"-c\", \"{script}\"]\n"
     );
     for manifest in [own, custom, offline] {
-        p.jobs()
-            .create_job(pb::CreateJobRequest {
-                manifest,
-                source: String::new(),
-            })
-            .await
-            .unwrap();
+        p.submit(manifest).await;
     }
     for name in ["own", "custom", "offline"] {
         let job = p
@@ -187,13 +169,7 @@ async fn a_killed_job_leaves_nothing_behind() {
     let p = InProcess::start().await;
     let manifest = "name = \"gone\"\nkind = \"service\"\ninstances = 2\n\
                     command = [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000\"]\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest: manifest.into(),
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     wait_for("two running tasks", || async {
         p.running("gone").await.len() == 2
     })

@@ -15,7 +15,7 @@ use rustix::thread::LinkNameSpaceType;
 use super::launch::drop_privileges;
 use super::seccomp::Filters;
 use super::{SandboxPlan, TASK_DIR};
-use crate::shim::DEFAULT_PATH;
+use crate::shim::{DEFAULT_PATH, set_env};
 use crate::{ExecOutput, ExitStatus, RuntimeError, TaskRecord, TaskSpec, exec, procfs};
 
 const NAMESPACES: [(&str, LinkNameSpaceType); 4] = [
@@ -66,16 +66,9 @@ pub(crate) async fn run(
     command
         .arg0(name)
         .args(args)
-        .env_clear()
-        .envs(&spec.env)
         .stdin(Stdio::null())
         .process_group(0);
-    if !spec.env.contains_key("PATH") {
-        command.env("PATH", DEFAULT_PATH);
-    }
-    if !spec.env.contains_key("HOME") {
-        command.env("HOME", TASK_DIR);
-    }
+    set_env(&mut command, spec, Path::new(TASK_DIR));
     let enter = move || -> std::io::Result<()> {
         for (fd, kind) in &namespaces {
             rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*kind))?;

@@ -29,7 +29,7 @@ use super::seccomp::Filters;
 use paved_types::Network;
 
 use super::{SandboxPlan, rootfs};
-use crate::shim::{DEFAULT_PATH, resolve};
+use crate::shim::{DEFAULT_PATH, resolve, set_env};
 use crate::{ExitStatus, TaskSpec};
 
 /// The highest capability number any kernel knows today; dropping beyond the running kernel's
@@ -219,18 +219,11 @@ impl Child<'_> {
         command
             .arg0(name)
             .args(&spec.command[1..])
-            .env_clear()
-            .envs(&spec.env)
             .current_dir(&self.plan.cwd)
             .stdin(std::process::Stdio::null())
             .stdout(self.stdout.try_clone().map_err(|e| fail("pass stdout", &e))?)
             .stderr(self.stderr.try_clone().map_err(|e| fail("pass stderr", &e))?);
-        if !spec.env.contains_key("PATH") {
-            command.env("PATH", DEFAULT_PATH);
-        }
-        if !spec.env.contains_key("HOME") {
-            command.env("HOME", rootfs::TASK_DIR);
-        }
+        set_env(&mut command, spec, Path::new(rootfs::TASK_DIR));
         drop_privileges(self.plan.uid, self.plan.gid).map_err(|e| fail("drop privileges", &e))?;
         self.filters
             .apply()

@@ -78,6 +78,20 @@ impl InProcess {
         JobsClient::with_interceptor(self.channel.clone(), bearer)
     }
 
+    /// Creates a job from manifest text; panics if the server refuses it.
+    #[allow(dead_code)]
+    pub async fn submit(&self, manifest: impl Into<String>) -> pb::Job {
+        let request = pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: String::new(),
+        };
+        self.jobs()
+            .create_job(request)
+            .await
+            .expect("create the job")
+            .into_inner()
+    }
+
     pub fn tasks_client(&self) -> TasksClient<Authed> {
         TasksClient::with_interceptor(self.channel.clone(), self.bearer())
     }
