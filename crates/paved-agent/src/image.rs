@@ -18,18 +18,73 @@ pub(crate) struct TaskImage {
     pub(crate) user: Option<(u32, u32)>,
 }
 
-/// Pulls `reference` (anonymously) into the cache under `dir`, or imports it from a local OCI
-/// layout (`oci:/path[:tag]`), and resolves its config.
-pub(crate) async fn pull(dir: &Path, reference: &str) -> Result<TaskImage, String> {
-    let store = ImageStore::open(dir).map_err(|e| e.to_string())?;
+/// The file, in the agent's data directory, that holds credentials for private registries:
+///
+/// ```toml
+/// [[registry]]
+/// host = "registry.example:5000"
+/// username = "ci"
+/// password = "..."
+/// ```
+/// Read at every pull, so a change needs no restart. Keep it mode 0600.
+pub const REGISTRIES_FILE: &str = "registries.toml";
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registries {
+    #[serde(default)]
+    registry: Vec<RegistryCredentials>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryCredentials {
+    host: String,
+    username: String,
+    password: String,
+}
+
+/// Pulls `reference` into the image cache under `data/images` (with the credentials
+/// `data/registries.toml` has for its registry, else anonymously), or imports it from a local
+/// OCI layout (`oci:/path[:tag]`), and resolves its config.
+pub(crate) async fn pull(data: &Path, reference: &str) -> Result<TaskImage, String> {
+    let store = ImageStore::open(data.join("images")).map_err(|e| e.to_string())?;
     let image = match reference.strip_prefix("oci:") {
         Some(layout) => {
             let (path, tag) = split_layout(layout);
             store.import_layout(Path::new(path), tag).await
         }
-        None => store.pull(reference, &RegistryAuth::Anonymous).await,
+        None => {
+            let auth = credentials(&data.join(REGISTRIES_FILE), reference)?;
+            store.pull(reference, &auth).await
+        }
     };
     task_image(image.map_err(|e| e.to_string())?)
+}
+
+/// The credentials `file` holds for the registry of `reference`; anonymous when it has none or
+/// does not exist.
+fn credentials(file: &Path, reference: &str) -> Result<RegistryAuth, String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let registries: Registries = toml::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not valid: {e}; it holds [[registry]] tables with host, username and password",
+            file.display()
+        )
+    })?;
+    let host = reference.split('/').next().unwrap_or_default();
+    Ok(registries
+        .registry
+        .into_iter()
+        .find(|r| r.host == host)
+        .map_or(RegistryAuth::Anonymous, |r| RegistryAuth::Basic {
+            username: r.username,
+            password: r.password,
+        }))
 }
 
 /// `/path/to/layout:tag` into the path and the tag; a `:` inside the path is not a tag.
@@ -104,6 +159,30 @@ fn lookup(layers: &[PathBuf], file: &str, name: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_found_by_registry_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(REGISTRIES_FILE);
+        let anonymous = |r: RegistryAuth| matches!(r, RegistryAuth::Anonymous);
+        assert!(anonymous(credentials(&file, "reg:5000/app:1").unwrap()));
+        std::fs::write(
+            &file,
+            "[[registry]]\nhost = \"reg:5000\"\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            credentials(&file, "reg:5000/app:1").unwrap(),
+            RegistryAuth::Basic { username, password } if username == "u" && password == "p"
+        ));
+        assert!(anonymous(credentials(&file, "other:5000/app:1").unwrap()));
+        std::fs::write(&file, "[[registry]]\nhost = \"reg\"\nuser = \"u\"\n").unwrap();
+        let err = credentials(&file, "reg/app").unwrap_err();
+        assert!(
+            err.contains("registries.toml is not valid") && err.contains("user"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn layouts_split_into_path_and_tag() {

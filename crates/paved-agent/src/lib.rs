@@ -10,6 +10,7 @@ mod record;
 mod stats;
 mod supervisor;
 
+pub use image::REGISTRIES_FILE;
 pub use stats::{STATS_INTERVAL, Sample};
 
 use std::collections::{BTreeMap, HashMap};
@@ -226,11 +227,6 @@ impl Agent {
         };
         let chunks = paved_runtime::logs::read(&dir, stream, tail_bytes, follow);
         Ok(chunks.map(|c| c.map_err(|e| e.to_string())).boxed())
-    }
-
-    /// The cache of pulled images, shared by every task of this agent.
-    pub(crate) fn images_dir(&self) -> PathBuf {
-        self.inner.config.data_dir.join("images")
     }
 
     fn tasks_dir(&self) -> PathBuf {

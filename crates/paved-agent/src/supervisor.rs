@@ -198,7 +198,7 @@ impl Supervisor<'_> {
         })
         .await?;
         let image = match &job.spec.image {
-            Some(reference) => match image::pull(&self.agent.images_dir(), reference).await {
+            Some(reference) => match image::pull(&self.agent.inner.config.data_dir, reference).await {
                 Ok(image) => Some(image),
                 Err(e) => {
                     let reason = format!("cannot pull image {reference}: {e}");
@@ -342,7 +342,9 @@ impl Supervisor<'_> {
         // The spec the task runs with, so an exec check sees its environment and user; the
         // image is in the cache by now (a tag may be looked up again).
         let image = match &job.spec.image {
-            Some(reference) => image::pull(&self.agent.images_dir(), reference).await.ok(),
+            Some(reference) => image::pull(&self.agent.inner.config.data_dir, reference)
+                .await
+                .ok(),
             None => None,
         };
         let spec = self.spec(job, &self.record.ports, image).await?;

@@ -1,8 +1,9 @@
 //! The paved side of `cargo xtask bench start`: runs `/bin/true` N times through
 //! `SandboxRuntime` (namespaces, cgroups, seccomp, host-dirs root), one after another, and prints
 //! each run's duration for xtask to compare with `runc run`. Needs root:
-//! `cargo build --release -p paved-runtime --bins --examples && target/release/examples/start_bench [runs] [shim]`
-//! (the shim defaults to the `paved-shim` built next to this example).
+//! `cargo build --release -p paved-runtime --bins --examples && target/release/examples/start_bench [runs] [gap-ms] [shim]`
+//! (`gap-ms`, default 0, is a pause between tasks; the shim defaults to the `paved-shim` built
+//! next to this example).
 //!
 //! Output, one line each: `paved-start-us <start to wait returned>...` and
 //! `paved-lifecycle-us <start to cleanup done>...`, in microseconds. The lifecycle figure is the
@@ -24,6 +25,7 @@ const LIMITS: Limits = Limits {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().map_or(Ok(200), |a| a.parse())?;
+    let gap = Duration::from_millis(args.next().map_or(Ok(0), |a| a.parse())?);
     let shim = match args.next() {
         Some(shim) => PathBuf::from(shim),
         None => default_shim()?,
@@ -35,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut waited = Vec::with_capacity(runs);
     let mut lifecycle = Vec::with_capacity(runs);
     for i in 0..runs {
+        std::thread::sleep(gap);
         let spec = TaskSpec {
             task_id: format!("start-bench-{}-{i}", std::process::id()),
             command: vec!["/bin/true".into()],

@@ -201,3 +201,33 @@ async fn a_killed_job_leaves_nothing_behind() {
     );
     p.stop().await;
 }
+
+/// A private registry: pulls fail, naming why, until the agent has credentials for it.
+#[tokio::test]
+async fn a_private_registry_needs_credentials_in_registries_toml() {
+    let credentials = ("ci", "s3cret");
+    let registry = image_support::Registry::start(Some(credentials));
+    registry.push_fixture(Some(credentials));
+    let p = InProcess::start().await;
+    let reference = registry.reference();
+    p.submit(format!(
+        "name = \"private\"\nkind = \"batch\"\ninstances = 1\nimage = \"{reference}\"\n"
+    ))
+    .await;
+    wait_for("a pull refused for lack of credentials", || async {
+        p.tasks("private")
+            .await
+            .first()
+            .is_some_and(|t| t.reason.contains("cannot pull image"))
+    })
+    .await;
+    let host = reference.split('/').next().unwrap();
+    let file = p.platform.data.join("agent").join(paved_agent::REGISTRIES_FILE);
+    let text = format!("[[registry]]\nhost = \"{host}\"\nusername = \"ci\"\npassword = \"s3cret\"\n");
+    std::fs::write(file, text).unwrap();
+    let job = p
+        .wait_job("private", |j| j.state == "complete" || j.state == "failed")
+        .await;
+    assert_eq!(job.state, "complete", "{job:?}");
+    p.stop().await;
+}
