@@ -12,6 +12,11 @@ use paved_api::v1::{self as pb, jobs_client::JobsClient, tasks_client::TasksClie
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+/// Tasks `bench idle-tasks` runs on the one agent.
+pub const IDLE_TASKS: u32 = 500;
+/// Each idle task's share, small enough that 500 fit a 2-core node (1 core in all).
+const IDLE_TASK_RESOURCES: &str = "[resources]\ncpu = 0.002\nmemory = \"16MiB\"\n";
+const IDLE_TASKS_DEADLINE: Duration = Duration::from_secs(300);
 /// Calls in flight at once during each phase.
 const CONCURRENCY: usize = 32;
 const PHASE: Duration = Duration::from_secs(5);
@@ -21,7 +26,7 @@ struct Server {
     child: Child,
     url: String,
     token: String,
-    _data: TempDir,
+    data: TempDir,
 }
 
 pub fn api(root: &Path) -> anyhow::Result<()> {
@@ -101,6 +106,150 @@ pub fn idle(root: &Path) -> anyhow::Result<()> {
         elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Starts `n` sandboxed `sleep` tasks on the one agent of `paved up`, waits until all run, then
+/// samples the `paved up` process, and the shims and sandbox inits that keep the tasks.
+pub fn idle_tasks(root: &Path, n: u32) -> anyhow::Result<()> {
+    // A line per task start and stop would drown the figures.
+    let server = Server::start_logging(root, Some("warn"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(async {
+        let channel = Channel::from_shared(server.url.clone())?.connect().await?;
+        let auth: MetadataValue<_> = format!("Bearer {}", server.token).parse()?;
+        let jobs = JobsClient::with_interceptor(channel.clone(), auth_fn(auth.clone()));
+        let tasks = TasksClient::with_interceptor(channel, auth_fn(auth));
+        let manifest = format!(
+            "name = \"idle\"\nkind = \"service\"\ninstances = {n}\ncommand = [\"sleep\", \"100000\"]\n{IDLE_TASK_RESOURCES}"
+        );
+        let clock = Instant::now();
+        jobs.clone()
+            .create_job(pb::CreateJobRequest {
+                manifest,
+                source: "bench".into(),
+            })
+            .await?;
+        wait_running(&tasks, n).await?;
+        println!("idle-tasks: {n} tasks running {:.1} s after the job was created", clock.elapsed().as_secs_f64());
+        let outcome = sample_idle(&server, n);
+        jobs.clone()
+            .kill_job(pb::KillJobRequest { job: "idle".into() })
+            .await?;
+        wait_running(&tasks, 0).await?;
+        outcome
+    });
+    drop(server);
+    result
+}
+
+/// Waits until exactly `n` tasks of the idle job run, printing progress.
+async fn wait_running(tasks: &TasksClient<Authed>, n: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + IDLE_TASKS_DEADLINE;
+    let mut last = u32::MAX;
+    loop {
+        let listed = tasks
+            .clone()
+            .list_tasks(pb::ListTasksRequest {
+                job: "idle".into(),
+                states: vec!["running".into()],
+            })
+            .await?
+            .into_inner();
+        let running = u32::try_from(listed.tasks.len())?;
+        if running == n {
+            return Ok(());
+        }
+        if running != last {
+            eprintln!("idle-tasks: {running} tasks running, waiting for {n}");
+            last = running;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {running} of {n} tasks ran within {} s",
+                IDLE_TASKS_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Lets the node settle, samples CPU over 10 s, then memory; prints the figures.
+fn sample_idle(server: &Server, n: u32) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = server.child.id();
+    let (cpu0, t0) = (cpu_ticks(pid)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let (cpu1, elapsed) = (cpu_ticks(pid)?, t0.elapsed());
+    let cpu = (cpu1 - cpu0) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0;
+    let rss = rss_kib(pid)? as f64 / 1024.0;
+    let keepers = Keepers::find(&server.data.0)?;
+    keepers.print();
+    println!("idle-tasks n={n} rss={rss:.1} MB cpu={cpu:.2} %");
+    Ok(())
+}
+
+/// The processes that keep the tasks: per task a shim (`paved __shim DIR`) and, forked from it
+/// with the same command line, the sandbox's init.
+#[derive(Default)]
+struct Keepers {
+    shims: Usage,
+    inits: Usage,
+}
+
+#[derive(Default)]
+struct Usage {
+    count: usize,
+    rss_kib: u64,
+    pss_kib: u64,
+}
+
+impl Keepers {
+    fn find(data: &Path) -> anyhow::Result<Keepers> {
+        let needle = data.to_string_lossy().into_owned();
+        let mut found: Vec<(u32, u32)> = Vec::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // A process gone since the listing is no keeper any more.
+            if cmdline.contains("__shim")
+                && cmdline.contains(&needle)
+                && let Ok(ppid) = parent(pid)
+            {
+                found.push((pid, ppid));
+            }
+        }
+        let mut keepers = Keepers::default();
+        for &(pid, ppid) in &found {
+            let usage = if found.iter().any(|(p, _)| *p == ppid) {
+                &mut keepers.inits
+            } else {
+                &mut keepers.shims
+            };
+            usage.count += 1;
+            usage.rss_kib += rss_kib(pid).unwrap_or(0);
+            usage.pss_kib += pss_kib(pid).unwrap_or(0);
+        }
+        Ok(keepers)
+    }
+
+    fn print(&self) {
+        for (what, u) in [("shims", &self.shims), ("sandbox inits", &self.inits)] {
+            let per = |kib: u64| kib as f64 / u.count.max(1) as f64;
+            println!(
+                "idle-tasks {what}: {} processes, rss total {:.1} MB ({:.0} KiB each), pss total {:.1} MB ({:.0} KiB each)",
+                u.count,
+                u.rss_kib as f64 / 1024.0,
+                per(u.rss_kib),
+                u.pss_kib as f64 / 1024.0,
+                per(u.pss_kib),
+            );
+        }
+    }
 }
 
 struct Figures {
@@ -185,6 +334,11 @@ async fn create(jobs: &JobsClient<Authed>, name: &str, instances: u32) -> anyhow
 
 impl Server {
     fn start(root: &Path) -> anyhow::Result<Server> {
+        Server::start_logging(root, None)
+    }
+
+    /// Starts `paved up`, with `RUST_LOG` set to `log` when given (and not set by the caller).
+    fn start_logging(root: &Path, log: Option<&str>) -> anyhow::Result<Server> {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
             .args(["build", "--release", "--quiet", "-p", "paved"])
@@ -194,12 +348,16 @@ impl Server {
         }
         let data = TempDir::new()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(root.join("target/release/paved"))
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        let mut cmd = Command::new(root.join("target/release/paved"));
+        cmd.args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(&data.0)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start paved up")?;
+            .stdout(Stdio::null());
+        if let Some(log) = log
+            && std::env::var_os("RUST_LOG").is_none()
+        {
+            cmd.env("RUST_LOG", log);
+        }
+        let child = cmd.spawn().context("cannot start paved up")?;
         let token_file = data.0.join("admin.token");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
@@ -213,7 +371,7 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             token,
-            _data: data,
+            data,
         })
     }
 }
@@ -235,10 +393,10 @@ impl Drop for Server {
 }
 
 /// A temporary directory removed on drop; xtask keeps its dependencies few.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
+    pub(crate) fn new() -> anyhow::Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .subsec_nanos();
@@ -263,14 +421,33 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Proportional set size: shared pages (the binary's text) split among the processes sharing them.
+fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+fn parent(pid: u32) -> anyhow::Result<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .context("no PPid")?;
+    Ok(line.trim().parse()?)
+}
+
+/// The number after `key` in a `/proc` file of `key value kB` lines.
+fn kib_field(file: &str, key: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(file)?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .with_context(|| format!("no {key} in {file}"))?;
     Ok(line
         .split_whitespace()
-        .nth(1)
-        .context("no VmRSS value")?
+        .next()
+        .with_context(|| format!("no {key} value in {file}"))?
         .parse()?)
 }

@@ -4,8 +4,11 @@
 //! - `cargo xtask tidy`: rustfmt and clippy, as CI checks them.
 //! - `cargo xtask bench api`: API throughput and latency against a real `paved up`.
 //! - `cargo xtask bench idle`: memory and CPU of an idle `paved up`.
+//! - `cargo xtask bench idle-tasks`: memory and CPU of `paved up` running 500 idle tasks.
+//! - `cargo xtask bench start [--runs N]`: sandbox task start latency against `runc run`.
 
 mod bench;
+mod bench_start;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,18 +21,37 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         ["test", rest @ ..] => test(rest),
         ["tidy"] => tidy(),
-        ["bench", which @ ("api" | "idle")] if cfg!(debug_assertions) => rerun_release(&["bench", which]),
+        ["bench", rest @ ..] if cfg!(debug_assertions) => rerun_release(&[&["bench"], rest].concat()),
         ["bench", "api"] => bench::api(&root()?),
         ["bench", "idle"] => bench::idle(&root()?),
-        _ => {
-            eprintln!("usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle>");
-            std::process::exit(2);
-        }
+        ["bench", "idle-tasks"] => bench::idle_tasks(&root()?, bench::IDLE_TASKS),
+        ["bench", "start"] => bench_start::start(&root()?, bench_start::DEFAULT_RUNS),
+        ["bench", "start", "--runs", n] => match n.parse() {
+            Ok(runs) if runs > 0 => bench_start::start(&root()?, runs),
+            _ => usage(),
+        },
+        _ => usage(),
     }
 }
 
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle|bench idle-tasks|bench start [--runs N]>"
+    );
+    std::process::exit(2);
+}
+
 /// The tools the test suite runs, as (command, Debian package).
-const TEST_TOOLS: &[(&str, &str)] = &[("python3", "python3")];
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("python3", "python3"),
+    // The image tests: a real registry, images built with umoci from busybox, pushed with
+    // skopeo, and a bcrypt htpasswd for the private-registry test.
+    ("docker-registry", "docker-registry"),
+    ("umoci", "umoci"),
+    ("skopeo", "skopeo"),
+    ("busybox", "busybox-static"),
+    ("htpasswd", "apache2-utils"),
+];
 
 fn test(extra: &[&str]) -> anyhow::Result<()> {
     install_missing(TEST_TOOLS)?;

@@ -241,6 +241,24 @@ impl ProcessRuntime {
     pub(crate) async fn cleanup_shim(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         check_record(record)?;
         kill_remains(record).await?;
+        self.forget_shim(record)
+    }
+
+    /// SIGKILLs the shim if it still runs (only the shim: what it started is the caller's to
+    /// end), and waits until it is gone.
+    pub(crate) async fn kill_shim(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
+        check_record(record)?;
+        if procfs::is_alive(record.shim_pid, record.shim_start_time)
+            && let Some(shim) = i32::try_from(record.shim_pid).ok().and_then(Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(shim, Signal::KILL);
+            wait_for_exit(record.shim_pid, record.shim_start_time).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the shim's files and forgets the shim.
+    pub(crate) fn forget_shim(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
         task_dir::remove_shim_files(&record.dir)?;
         self.forget(record);
         Ok(())

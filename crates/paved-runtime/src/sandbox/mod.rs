@@ -177,18 +177,19 @@ impl Runtime for SandboxRuntime {
         self.shims.probe(record).await
     }
 
+    /// Every process of the task is in its cgroup (the init joined it before anything else
+    /// ran, and the PID namespace dies with the init), so the cgroup, not a scan of `/proc`,
+    /// finds what is left: removing it kills that first. The shim is outside it.
     async fn cleanup(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
-        self.shims.cleanup(record).await?;
+        self.shims.kill_shim(record).await?;
+        let cgroup = self.layout.task(&record.task_id);
+        let dir = record.dir.clone();
         // The root's mount point (empty on the host: the root lived in the task's mount
         // namespace) and the task's writable image layer go with the task.
-        let dir = record.dir.clone();
-        tokio::task::spawn_blocking(move || remove_root_dirs(&dir))
+        tokio::task::spawn_blocking(move || cgroup.remove().and_then(|()| remove_root_dirs(&dir)))
             .await
             .map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))??;
-        let cgroup = self.layout.task(&record.task_id);
-        tokio::task::spawn_blocking(move || cgroup.remove())
-            .await
-            .map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))?
+        self.shims.forget_shim(record)
     }
 
     async fn exec(
