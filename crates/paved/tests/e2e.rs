@@ -186,6 +186,27 @@ fn a_user_runs_a_batch_and_a_service_then_scales_and_kills() {
         assert!(jobs[0].get(key).is_some(), "job JSON lacks {key}");
     }
 
+    // `paved top` shows every running task with its live usage once the agent has sampled it.
+    up.wait("stats in paved top", |u| {
+        let top = u.json(&["top", "--once"]);
+        let rows = top.as_array().unwrap();
+        rows.len() == 2
+            && rows
+                .iter()
+                .all(|t| t["stats"]["memory_bytes"].as_u64().unwrap_or(0) > 0)
+    });
+    let table = up.ok(&["top", "--once"]);
+    assert!(table.starts_with("TASK") && table.contains("MEMORY"), "{table}");
+    assert!(
+        up.ok(&["tenants", "trust", "default"])
+            .contains("tenant default is trusted")
+    );
+    let tenants = up.json(&["tenants"]);
+    assert_eq!(
+        (tenants[0]["name"].as_str(), tenants[0]["trusted"].as_bool()),
+        (Some("default"), Some(true))
+    );
+
     up.ok(&["scale", "hello-web", "3"]);
     up.wait("3 running", |u| u.running_pids("hello-web").len() == 3);
     let pids = up.running_pids("hello-web");
