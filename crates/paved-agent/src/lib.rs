@@ -364,6 +364,7 @@ impl Agent {
             state: "ready".to_owned(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_at_ms: self.inner.clock.now_ms(),
+            runtime: self.inner.runtime.describe(),
         };
         self.inner.repo.put_node(&node).await?;
         Ok(())

@@ -117,6 +117,7 @@ pub fn node(node: &Node, tasks: u32) -> pb::Node {
         agent_version: node.agent_version.clone(),
         heartbeat_at_ms: node.heartbeat_at_ms,
         tasks,
+        runtime: node.runtime.clone(),
     }
 }
 

@@ -69,6 +69,16 @@ impl Runtime for Drivers {
         }
     }
 
+    fn describe(&self) -> String {
+        match &self.sandbox {
+            Ok(sandbox) => format!(
+                "sandbox, {}; process for trusted tenants",
+                sandbox.layout().describe()
+            ),
+            Err(reason) => format!("process only; the sandbox is unavailable: {reason}"),
+        }
+    }
+
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError> {
         self.by_driver(spec)?.start(spec).await
     }

@@ -162,6 +162,11 @@ pub enum Probe {
 pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
+    /// How this runtime runs tasks on this host, for people (`paved nodes`).
+    fn describe(&self) -> String {
+        self.name().to_owned()
+    }
+
     /// Starts the task; returns once its process runs, or an error saying why it cannot start
     /// (command not found, not executable, task directory not writable).
     async fn start(&self, spec: &TaskSpec) -> Result<TaskRecord, RuntimeError>;

@@ -17,4 +17,7 @@ pub struct Node {
     pub state: String,
     pub agent_version: String,
     pub heartbeat_at_ms: u64,
+    /// How the node runs tasks, for people: `sandbox (cgroup v1 (...))`, or why it cannot.
+    #[serde(default)]
+    pub runtime: String,
 }

@@ -13,6 +13,17 @@ async fn running_tasks_report_live_stats() {
                     command = [\"/bin/sh\", \"-c\", \"while true; do :; done\"]\n\
                     [resources]\ncpu = 0.5\nmemory = \"64MiB\"\n";
     p.submit(manifest).await;
+    let nodes: pb::ListNodesResponse = reqwest::Client::new()
+        .get(p.url("/v1/nodes"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runtime = &nodes.nodes[0].runtime;
+    assert!(runtime.starts_with("sandbox, cgroup v"), "{runtime}");
     wait_for("cpu and memory stats of the busy task", || async {
         p.running("busy")
             .await

@@ -59,7 +59,7 @@ fn fields(status: &Status) -> Vec<(&'static str, String)> {
 
 fn table(nodes: &[Node], now: u64) -> Table {
     let mut table = Table::new(&[
-        "NAME", "STATE", "REGION", "ZONE", "CPU", "MEMORY", "TASKS", "AGENT", "SEEN", "LABELS",
+        "NAME", "STATE", "REGION", "ZONE", "CPU", "MEMORY", "TASKS", "AGENT", "SEEN", "LABELS", "RUNTIME",
     ]);
     for node in nodes {
         table.row(vec![
@@ -73,6 +73,7 @@ fn table(nodes: &[Node], now: u64) -> Table {
             output::or_dash(&node.agent_version),
             age(now, node.heartbeat_at_ms),
             output::pairs(&node.labels),
+            output::or_dash(&node.runtime),
         ]);
     }
     table
