@@ -202,3 +202,28 @@ async fn a_cpu_hog_gets_its_quota_and_stats_are_read() {
     assert!(second.pids >= 1 && second.memory_bytes > 0, "{second:?}");
     assert_nothing_left(&record);
 }
+
+#[tokio::test]
+async fn a_task_cannot_signal_another_task() {
+    let (_guard, h) = harness();
+    let runtime = runtime();
+    let victim = runtime
+        .start(&h.spec("victim", &["sleep", "100"]))
+        .await
+        .expect("start");
+    // The victim's host pids (its init, its task) mean nothing in another task's namespace.
+    let script = format!(
+        "kill -9 {pid} 2>/dev/null; echo $?; kill -9 -1 2>/dev/null; echo alive",
+        pid = victim.pid
+    );
+    let (status, out) = run(&h, "attacker", &script, |_| {}).await;
+    assert!(status.success() || status.signal == Some(9), "{status:?}");
+    assert!(out.starts_with('1'), "the kill reached something: {out}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", victim.pid)).exists(),
+        "the victim was killed"
+    );
+    runtime.signal(&victim, 9).await.expect("kill");
+    runtime.wait(&victim).await.expect("wait");
+    runtime.cleanup(&victim).await.expect("cleanup");
+}
