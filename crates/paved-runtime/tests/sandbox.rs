@@ -227,3 +227,57 @@ async fn a_task_cannot_signal_another_task() {
     runtime.wait(&victim).await.expect("wait");
     runtime.cleanup(&victim).await.expect("cleanup");
 }
+
+#[path = "../../paved-image/tests/image/support.rs"]
+#[allow(dead_code)]
+mod image_support;
+
+/// An image's root, both ways: its layers under an overlay with a writable layer of the task's
+/// own, and a private copy of the merged layers (for hosts without overlayfs). Either way the
+/// image's files are there, its deletions are applied, writes stay the task's, and nothing of
+/// the root is left after cleanup.
+#[tokio::test]
+async fn images_run_on_an_overlay_or_a_private_copy() {
+    let fixture = image_support::fixture();
+    let cache = tempfile::tempdir().expect("cache");
+    let store = paved_image::ImageStore::open(cache.path()).expect("store");
+    let image = store
+        .import_layout(&fixture.layout, Some(image_support::TAG))
+        .await
+        .expect("import the fixture");
+    for (name, overlay) in [("overlay", true), ("copy", false)] {
+        let (_guard, h) = harness();
+        let mut spec = h.spec(
+            name,
+            &["/bin/sh", "-c", "echo hi > /made-here && cat /made-here && pwd"],
+        );
+        spec.image = Some(paved_runtime::ImageRoot {
+            layers: image.layers.clone(),
+            working_dir: "/work".into(),
+        });
+        let runtime = if overlay {
+            runtime()
+        } else {
+            runtime().without_overlayfs()
+        };
+        // As root inside the image, to write to its root; the agent maps an image's root user
+        // to a uid of the task's own, so this is only the runtime's test.
+        spec.user = Some((0, 0));
+        let record = runtime.start(&spec).await.expect("start");
+        let status = runtime.wait(&record).await.expect("wait");
+        let out = std::fs::read_to_string(record.dir.join(Stream::Stdout.file_name())).unwrap_or_default();
+        let err = std::fs::read_to_string(record.dir.join(Stream::Stderr.file_name())).unwrap_or_default();
+        assert!(status.success(), "{name}: {status:?} {err}");
+        assert_eq!(out, "hi\n/work\n", "{name}");
+        for layer in &image.layers {
+            assert!(
+                !layer.join("made-here").exists(),
+                "{name}: a shared layer was written"
+            );
+        }
+        runtime.cleanup(&record).await.expect("cleanup");
+        for dir in ["rootfs", "upper", "overlay-work", "image-root"] {
+            assert!(!record.dir.join(dir).exists(), "{name}: {dir} left behind");
+        }
+    }
+}

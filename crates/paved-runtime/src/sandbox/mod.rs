@@ -106,6 +106,13 @@ impl SandboxRuntime {
         })
     }
 
+    /// Runs images from private copies of their layers even where overlayfs exists: what a host
+    /// without overlayfs gets, and how the tests reach that path on one that has it.
+    pub fn without_overlayfs(mut self) -> Self {
+        self.overlay = false;
+        self
+    }
+
     /// The cgroup layout found at start, for people (`cgroup v1 (cpu at ...)`).
     pub fn layout(&self) -> &Layout {
         &self.layout
