@@ -21,6 +21,7 @@ pub mod conformance;
 mod drivers;
 pub mod error;
 mod exec;
+pub mod launcher;
 pub mod logs;
 pub mod process;
 mod procfs;

@@ -1,10 +1,8 @@
 //! `ProcessRuntime`: each task a plain process group under its shim, with no isolation. The
 //! sandbox backend will drive the same shim, which then adds namespaces and cgroups itself.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,11 +12,11 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::net::unix::pipe;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::launcher::{Forked, Launcher};
 use crate::{
     ExecOutput, ExitStatus, Probe, Runtime, RuntimeError, TaskRecord, TaskSpec, exec, procfs, task_dir,
 };
@@ -36,19 +34,13 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 const CLEANUP_DEADLINE: Duration = Duration::from_secs(5);
 const CLEANUP_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Runs tasks as process groups under shims started as `<shim_exe> __shim <task-dir>`.
+/// Runs tasks as process groups under shims, each forked by the runtime's shim launcher
+/// (`<shim_exe> __shim-launcher`, see [`crate::launcher`]).
 #[derive(Debug)]
 pub struct ProcessRuntime {
     shim_exe: PathBuf,
-    /// Shims this instance started, by task id: still its children, reaped in the background,
-    /// whose exit `wait` learns from the reaper.
-    children: Mutex<HashMap<String, ChildShim>>,
-}
-
-#[derive(Debug)]
-struct ChildShim {
-    pid: u32,
-    exited: watch::Receiver<bool>,
+    /// Started on the first task, and again if it has died.
+    launcher: Mutex<Option<Launcher>>,
 }
 
 impl ProcessRuntime {
@@ -56,48 +48,25 @@ impl ProcessRuntime {
     pub fn new(shim_exe: PathBuf) -> Self {
         ProcessRuntime {
             shim_exe,
-            children: Mutex::new(HashMap::new()),
+            launcher: Mutex::new(None),
         }
     }
 
-    fn spawn_shim(&self, dir: &Path) -> Result<Child, RuntimeError> {
-        Command::new(&self.shim_exe)
-            .arg(SHIM_SUBCOMMAND)
-            .arg(dir)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // The start-up handshake: the shim's diagnostics, closed once the task runs.
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| RuntimeError::ShimSpawn {
-                exe: self.shim_exe.clone(),
-                source,
-            })
-    }
-
-    fn remember(&self, task_id: &str, pid: u32, exited: watch::Receiver<bool>) {
-        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-        children.insert(task_id.to_owned(), ChildShim { pid, exited });
-    }
-
-    /// The exit watch of the record's shim, if this instance started it.
-    fn child_exit(&self, record: &TaskRecord) -> Option<watch::Receiver<bool>> {
-        let children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-        let child = children
-            .get(&record.task_id)
-            .filter(|c| c.pid == record.shim_pid)?;
-        Some(child.exited.clone())
-    }
-
-    fn forget(&self, record: &TaskRecord) {
-        let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
-        if children
-            .get(&record.task_id)
-            .is_some_and(|c| c.pid == record.shim_pid)
+    /// Has the launcher fork a shim for `dir`, (re)starting the launcher when needed.
+    fn fork_shim(&self, dir: &Path) -> Result<Forked, RuntimeError> {
+        let spawn_error = |source| RuntimeError::ShimSpawn {
+            exe: self.shim_exe.clone(),
+            source,
+        };
+        let mut launcher = self.launcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = launcher.as_mut()
+            && running.is_running()
+            && let Ok(forked) = running.launch(dir)
         {
-            children.remove(&record.task_id);
+            return Ok(forked);
         }
+        let fresh = launcher.insert(Launcher::spawn(&self.shim_exe).map_err(spawn_error)?);
+        fresh.launch(dir).map_err(spawn_error)
     }
 }
 
@@ -167,26 +136,19 @@ impl ProcessRuntime {
         // Small writes to a local directory: cheaper inline than through spawn_blocking, and
         // start latency is what this path is measured by.
         let dir = task_dir::prepare(spec)?;
-        let mut child = self.spawn_shim(&dir)?;
-        let (shim_pid, shim_start_time) = match shim_identity(&child, &spec.task_id) {
-            Ok(identity) => identity,
-            Err(e) => {
-                // Without its identity the shim could never be told from a reused pid.
-                abort_start(&mut child, &dir);
-                reap_in_background(&spec.task_id, child);
-                return Err(e);
-            }
-        };
-        let handshake = tokio::time::timeout(START_DEADLINE, read_handshake(&mut child)).await;
-        if handshake.is_err() {
-            abort_start(&mut child, &dir);
-        }
-        let exited = reap_in_background(&spec.task_id, child);
+        let Forked {
+            pid: shim_pid,
+            start_time: shim_start_time,
+            handshake,
+        } = self.fork_shim(&dir)?;
+        let handshake = tokio::time::timeout(START_DEADLINE, read_handshake(handshake)).await;
         let pid = match handshake {
             Ok(diagnostics) => started_pid(spec, &dir, &diagnostics)?,
-            Err(_elapsed) => return Err(start_timeout(spec)),
+            Err(_elapsed) => {
+                abort_start(shim_pid, shim_start_time, &dir);
+                return Err(start_timeout(spec));
+            }
         };
-        self.remember(&spec.task_id, shim_pid, exited);
         debug!(task = %spec.task_id, pid, shim_pid, "task started");
         let runtime = name.to_owned();
         Ok(TaskRecord {
@@ -201,13 +163,7 @@ impl ProcessRuntime {
 
     pub(crate) async fn wait_shim(&self, record: &TaskRecord) -> Result<ExitStatus, RuntimeError> {
         check_record(record)?;
-        let reaped = match self.child_exit(record) {
-            Some(mut exited) => exited.wait_for(|exited| *exited).await.is_ok(),
-            None => false,
-        };
-        if !reaped {
-            wait_for_exit(record.shim_pid, record.shim_start_time).await?;
-        }
+        wait_for_exit(record.shim_pid, record.shim_start_time).await?;
         Ok(task_dir::read_exit(&record.dir)?.unwrap_or_else(|| ExitStatus::failed(SHIM_DIED)))
     }
 
@@ -259,9 +215,7 @@ impl ProcessRuntime {
 
     /// Removes the shim's files and forgets the shim.
     pub(crate) fn forget_shim(&self, record: &TaskRecord) -> Result<(), RuntimeError> {
-        task_dir::remove_shim_files(&record.dir)?;
-        self.forget(record);
-        Ok(())
+        task_dir::remove_shim_files(&record.dir)
     }
 }
 
@@ -302,25 +256,14 @@ fn check_record(record: &TaskRecord) -> Result<Pid, RuntimeError> {
     }
 }
 
-/// The shim's pid and start time, read while it is an unreaped child and so cannot be reused.
-fn shim_identity(child: &Child, task_id: &str) -> Result<(u32, u64), RuntimeError> {
-    let pid = child.id();
-    let stat = pid.and_then(procfs::read_stat);
-    match (pid, stat) {
-        (Some(pid), Some(stat)) => Ok((pid, stat.start_time)),
-        _ => Err(RuntimeError::ShimFailed {
-            task_id: task_id.to_owned(),
-            detail: format!("cannot read /proc stat of shim pid {pid:?}"),
-        }),
-    }
-}
-
 /// Reads the shim's stderr until the shim closes it: once the task runs or cannot.
-async fn read_handshake(child: &mut Child) -> String {
+async fn read_handshake(handshake: std::io::PipeReader) -> String {
     let mut text = Vec::new();
-    if let Some(mut stderr) = child.stderr.take()
-        && let Err(e) = stderr.read_to_end(&mut text).await
-    {
+    let read = match pipe::Receiver::from_owned_fd(OwnedFd::from(handshake)) {
+        Ok(mut receiver) => receiver.read_to_end(&mut text).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = read {
         text.extend_from_slice(format!("(reading shim output failed: {e})").as_bytes());
     }
     String::from_utf8_lossy(&text).trim().to_owned()
@@ -352,17 +295,15 @@ fn started_pid(spec: &TaskSpec, dir: &Path, diagnostics: &str) -> Result<u32, Ru
 }
 
 /// Gives up on a shim that did not finish starting in time: kills it and whatever it started.
-fn abort_start(child: &mut Child, dir: &Path) {
-    if let Err(e) = child.start_kill() {
-        warn!(error = %e, "cannot kill a shim that did not start in time");
-    }
+fn abort_start(shim_pid: u32, shim_start_time: u64, dir: &Path) {
     let task = task_dir::read_pid(dir).ok().flatten();
     let group = task.and_then(|pid| i32::try_from(pid).ok()).filter(|&p| p > 1);
-    if let (Some(group), Some(shim)) = (group.and_then(Pid::from_raw), child.id())
-        && procfs::group_alive(group.as_raw_pid().unsigned_abs(), shim)
+    if let Some(group) = group.and_then(Pid::from_raw)
+        && procfs::group_alive(group.as_raw_pid().unsigned_abs(), shim_pid)
     {
         let _ = rustix::process::kill_process_group(group, Signal::KILL);
     }
+    crate::launcher::kill_shim(shim_pid, shim_start_time);
 }
 
 fn start_timeout(spec: &TaskSpec) -> RuntimeError {
@@ -370,20 +311,6 @@ fn start_timeout(spec: &TaskSpec) -> RuntimeError {
         task_id: spec.task_id.clone(),
         seconds: START_DEADLINE.as_secs(),
     }
-}
-
-/// Reaps the shim when it exits, so no zombie is left, and announces the exit.
-fn reap_in_background(task_id: &str, mut child: Child) -> watch::Receiver<bool> {
-    let (exited, watcher) = watch::channel(false);
-    let task_id = task_id.to_owned();
-    tokio::spawn(async move {
-        match child.wait().await {
-            Ok(status) => debug!(task = %task_id, %status, "shim exited"),
-            Err(e) => warn!(task = %task_id, error = %e, "cannot reap the shim"),
-        }
-        exited.send_replace(true);
-    });
-    watcher
 }
 
 /// Resolves once the process `pid` that started at `start_time` has exited.

@@ -12,10 +12,16 @@ use paved::{commands, error};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // The shim runs inside a task's sandbox and must start nothing of its own: no runtime, no
-    // threads, no logging, so it goes before everything else.
+    // The shim and its launcher must start nothing of their own: no runtime, no threads, no
+    // logging (the launcher forks shims, which fork sandboxes), so they go before everything else.
     if let Some(dir) = shim_dir(std::env::args_os()) {
         run_shim(&dir);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == paved_runtime::launcher::LAUNCHER_SUBCOMMAND)
+    {
+        std::process::exit(paved_runtime::launcher::launcher_main());
     }
     let cli = Cli::parse();
     if let Command::Shim { dir } = &cli.command {

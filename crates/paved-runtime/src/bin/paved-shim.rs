@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             let code = paved_runtime::shim_main(Path::new(dir));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
+        [subcommand] if subcommand == paved_runtime::launcher::LAUNCHER_SUBCOMMAND => {
+            let code = paved_runtime::launcher::launcher_main();
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         [subcommand, dir, command @ ..] if subcommand == "__agent" && !command.is_empty() => {
             match agent(PathBuf::from(dir), command.to_vec()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -25,7 +29,9 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: paved-shim __shim <task-dir> | __agent <task-dir> <command>...");
+            eprintln!(
+                "usage: paved-shim __shim <task-dir> | __shim-launcher | __agent <task-dir> <command>..."
+            );
             ExitCode::from(2)
         }
     }
