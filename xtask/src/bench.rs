@@ -26,7 +26,8 @@ struct Server {
     child: Child,
     url: String,
     token: String,
-    data: TempDir,
+    /// The server's data directory, removed when the server is dropped.
+    _data: TempDir,
 }
 
 pub fn api(root: &Path) -> anyhow::Result<()> {
@@ -182,14 +183,14 @@ fn sample_idle(server: &Server, n: u32) -> anyhow::Result<()> {
     let (cpu1, elapsed) = (cpu_ticks(pid)?, t0.elapsed());
     let cpu = (cpu1 - cpu0) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0;
     let rss = rss_kib(pid)? as f64 / 1024.0;
-    let keepers = Keepers::find(&server.data.0)?;
+    let keepers = Keepers::find(pid)?;
     keepers.print();
     println!("idle-tasks n={n} rss={rss:.1} MB cpu={cpu:.2} %");
     Ok(())
 }
 
-/// The processes that keep the tasks: per task a shim (`paved __shim DIR`) and, forked from it
-/// with the same command line, the sandbox's init.
+/// The processes that keep the tasks: per task a shim, forked by the agent's shim launcher
+/// (`paved __shim-launcher`, a child of `paved up`), and the sandbox's init forked from the shim.
 #[derive(Default)]
 struct Keepers {
     shims: Usage,
@@ -204,35 +205,41 @@ struct Usage {
 }
 
 impl Keepers {
-    fn find(data: &Path) -> anyhow::Result<Keepers> {
-        let needle = data.to_string_lossy().into_owned();
-        let mut found: Vec<(u32, u32)> = Vec::new();
+    fn find(server: u32) -> anyhow::Result<Keepers> {
+        let mut parents: Vec<(u32, u32)> = Vec::new();
         for entry in std::fs::read_dir("/proc")? {
             let Some(pid) = entry?.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
             // A process gone since the listing is no keeper any more.
-            if cmdline.contains("__shim")
-                && cmdline.contains(&needle)
-                && let Ok(ppid) = parent(pid)
-            {
-                found.push((pid, ppid));
+            if let Ok(ppid) = parent(pid) {
+                parents.push((pid, ppid));
             }
         }
+        let children = |of: &[u32]| -> Vec<u32> {
+            let of = of.to_vec();
+            parents
+                .iter()
+                .filter(|(_, pp)| of.contains(pp))
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        let launchers: Vec<u32> = children(&[server])
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__shim-launcher"))
+            })
+            .collect();
+        let shims = children(&launchers);
+        let inits = children(&shims);
         let mut keepers = Keepers::default();
-        for &(pid, ppid) in &found {
-            let usage = if found.iter().any(|(p, _)| *p == ppid) {
-                &mut keepers.inits
-            } else {
-                &mut keepers.shims
-            };
-            usage.count += 1;
-            usage.rss_kib += rss_kib(pid).unwrap_or(0);
-            usage.pss_kib += pss_kib(pid).unwrap_or(0);
+        for (usage, pids) in [(&mut keepers.shims, &shims), (&mut keepers.inits, &inits)] {
+            for &pid in pids {
+                usage.count += 1;
+                usage.rss_kib += rss_kib(pid).unwrap_or(0);
+                usage.pss_kib += pss_kib(pid).unwrap_or(0);
+            }
         }
         Ok(keepers)
     }
@@ -371,7 +378,7 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             token,
-            data,
+            _data: data,
         })
     }
 }
