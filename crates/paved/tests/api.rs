@@ -168,13 +168,7 @@ async fn service_scales_replaces_killed_tasks_and_dies_with_its_job() {
 async fn restart_policy_retries_then_fails_for_good() {
     let p = InProcess::start().await;
     let manifest = batch("flaky", 1, "exit 3") + "[restart]\nattempts = 2\ndelay = \"10ms\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     let job = p.wait_job("flaky", |j| j.state == "failed").await;
     assert!(job.reason.contains("exited with code 3"), "{}", job.reason);
     let task = p.tasks("flaky").await.remove(0);
@@ -191,13 +185,7 @@ async fn restart_policy_retries_then_fails_for_good() {
 async fn a_task_killed_from_outside_is_restarted_and_counted() {
     let p = InProcess::start().await;
     let manifest = service("victim", 1, "exec sleep 1000") + "[restart]\ndelay = \"10ms\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     p.wait_job("victim", |j| j.state == "running").await;
     let before = p.running("victim").await.remove(0);
     support::kill9(before.pid.unwrap());
@@ -222,13 +210,7 @@ async fn ports_are_assigned_and_passed_in_the_environment() {
         1,
         "echo port=$PORT http=$PORT_HTTP admin=$PORT_ADMIN; exec sleep 1000",
     ) + "[[ports]]\nname = \"http\"\n[[ports]]\nname = \"admin\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     p.wait_job("ported", |j| j.state == "running").await;
     let task = p.running("ported").await.remove(0);
     let (http, admin) = (task.ports["http"], task.ports["admin"]);
@@ -343,13 +325,7 @@ async fn a_bad_manifest_is_refused_with_positions_and_changes_nothing() {
 #[tokio::test]
 async fn the_json_api_serves_the_same_model_as_grpc() {
     let p = InProcess::start().await;
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest: service("twin", 1, "exec sleep 1000"),
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(service("twin", 1, "exec sleep 1000")).await;
     p.wait_job("twin", |j| j.state == "running").await;
     let grpc = p
         .jobs()
@@ -397,13 +373,7 @@ async fn the_json_api_serves_the_same_model_as_grpc() {
 async fn logs_follow_a_running_task() {
     let p = InProcess::start().await;
     let cmd = "i=0; while [ $i -lt 3 ]; do echo line$i; i=$((i+1)); sleep 0.3; done";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest: batch("ticker", 1, cmd),
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(batch("ticker", 1, cmd)).await;
     wait_for("the task to start", || async {
         !p.tasks("ticker").await.is_empty()
     })
@@ -522,13 +492,7 @@ async fn watch_sends_a_snapshot_then_every_change() {
 async fn a_crash_looping_service_leaves_a_bounded_history() {
     let p = InProcess::start().await;
     let manifest = service("crashy", 1, "exit 1") + "[restart]\nattempts = 0\ndelay = \"10ms\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     wait_for("16 replacements", || async {
         let ids: Vec<String> = p.tasks("crashy").await.into_iter().map(|t| t.id).collect();
@@ -560,13 +524,7 @@ async fn an_http_health_check_finds_a_server_healthy() {
     let sh = "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1";
     let manifest =
         service("served", 1, sh) + "[[ports]]\nname = \"http\"\n[health]\nhttp = \"/\"\ninterval = \"1s\"\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     let task = wait_task(&p, "served", "a healthy task", |t| t.health == "healthy").await;
     assert_eq!((task.state.as_str(), task.restarts), ("running", 0), "{task:?}");
     assert_eq!(task.health_detail, "");
@@ -633,13 +591,7 @@ async fn an_exec_check_follows_the_task_both_ways_without_restarting_a_batch_tas
     let p = InProcess::start().await;
     let manifest = batch("checked", 1, "exec sleep 1000")
         + "[health]\nexec = [\"/bin/sh\", \"-c\", \"test -f ok\"]\ninterval = \"1s\"\ngrace = \"0s\"\nthreshold = 1\n";
-    p.jobs()
-        .create_job(pb::CreateJobRequest {
-            manifest,
-            source: String::new(),
-        })
-        .await
-        .unwrap();
+    p.submit(manifest).await;
     let sick = wait_task(&p, "checked", "unhealthy", |t| t.health == "unhealthy").await;
     assert_eq!(sick.health_detail, "exec /bin/sh -c test -f ok: exit code 1");
     let ok = p.platform.data.join("agent/tasks").join(&sick.id).join("work/ok");
