@@ -163,14 +163,25 @@ impl Supervisor<'_> {
                 Ok(None)
             }
             Start::Exited(record, status) => {
-                self.record = record;
+                self.clean_up_unwatched(record).await;
                 Ok(Some(status))
             }
             Start::Vanished(record) => {
-                self.record = record;
+                self.clean_up_unwatched(record).await;
                 let error = "the task and its shim vanished while the agent was down".to_owned();
                 Ok(Some(ExitStatus::failed(error)))
             }
+        }
+    }
+
+    /// Takes over the record of a task that ended while no agent watched, and cleans up what it
+    /// left (processes of its cgroup, the cgroup, its root's directories): nobody else will.
+    async fn clean_up_unwatched(&mut self, record: LocalRecord) {
+        self.record = record;
+        if let Some(process) = self.record.process.take()
+            && let Err(e) = self.agent.inner.runtime.cleanup(&process).await
+        {
+            warn!(task = %self.task_id, error = %e, "cleanup of a task that ended unwatched failed");
         }
     }
 

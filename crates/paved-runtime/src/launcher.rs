@@ -119,6 +119,7 @@ impl Drop for Launcher {
 
 /// The launcher's life: serve requests on stdin until it closes. Returns the exit code.
 pub fn launcher_main() -> i32 {
+    crate::sandbox::prepare_for_shims();
     // SAFETY: setting a disposition installs no code.
     #[allow(unsafe_code)]
     unsafe {

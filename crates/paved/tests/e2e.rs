@@ -296,6 +296,38 @@ fn kill_9_loses_no_acknowledged_job_and_tasks_keep_running() {
     assert!(up.interrupt().success());
 }
 
+/// A task that ends while `paved up` is down is cleaned up after the restart: its cgroup does
+/// not outlive it.
+#[test]
+fn a_task_that_ends_while_the_agent_is_down_is_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let manifest = dir.path().join("nap.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"nap\"\nkind = \"batch\"\ninstances = 1\ncommand = [\"sleep\", \"2\"]\n",
+    )
+    .unwrap();
+    up.ok(&["run", manifest.to_str().unwrap()]);
+    up.wait("the nap to run", |u| u.running_pids("nap").len() == 1);
+    let task = up.tasks("nap")[0]["id"].as_str().unwrap().to_owned();
+    let cgroups = paved_runtime::sandbox::Layout::detect().unwrap().task(&task).dirs;
+    assert!(
+        cgroups.iter().all(|d| d.path.exists()),
+        "the running task has its cgroups"
+    );
+    let port: u16 = up.server.rsplit(':').next().unwrap().parse().unwrap();
+    up.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let up = Up::start_on(dir.path(), port);
+    up.wait("the nap to complete", |u| {
+        u.json(&["job", "nap"])["state"] == "complete"
+    });
+    up.wait("its cgroups to go", |_| cgroups.iter().all(|d| !d.path.exists()));
+    assert!(up.interrupt().success());
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustix::thread::LinkNameSpaceType;
 
 use super::launch::drop_privileges;
-use super::seccomp::Filters;
+use super::seccomp;
 use super::{SandboxPlan, TASK_DIR};
 use crate::shim::{DEFAULT_PATH, set_env};
 use crate::{ExecOutput, ExitStatus, RuntimeError, TaskRecord, TaskSpec, exec, procfs};
@@ -60,7 +60,7 @@ pub(crate) async fn run(
         Ok(program) => program,
         Err(reason) => return Ok(not_started(reason)),
     };
-    let filters = Filters::build().map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))?;
+    let filters = seccomp::compiled().map_err(|e| RuntimeError::io(&record.dir, std::io::Error::other(e)))?;
     let (uid, gid) = (plan.uid, plan.gid);
     let mut command = Command::new(program);
     command

@@ -25,7 +25,7 @@ use std::process::Command;
 use rustix::process::{Pid, Signal};
 use rustix::thread::{CapabilitySet, CapabilitySets, Gid, Uid};
 
-use super::seccomp::Filters;
+use super::seccomp::{self, Filters};
 use paved_types::Network;
 
 use super::{SandboxPlan, rootfs};
@@ -51,7 +51,7 @@ pub(crate) fn start(
     stdout: PipeWriter,
     stderr: PipeWriter,
 ) -> Result<Started, String> {
-    let filters = Filters::build().map_err(|e| format!("cannot start: {e}"))?;
+    let filters = seccomp::compiled().map_err(|e| format!("cannot start: {e}"))?;
     let (mut errors, error_writer) =
         io::pipe().map_err(|e| format!("cannot start: cannot create a pipe: {e}"))?;
     let (status, status_writer) =
@@ -60,7 +60,7 @@ pub(crate) fn start(
         spec,
         plan,
         dir,
-        filters: &filters,
+        filters,
         stdout,
         stderr,
         errors: error_writer,

@@ -247,6 +247,13 @@ async fn copy_image(image: &ImageRoot, dest: &std::path::Path) -> Result<(), Run
         .map_err(|e| RuntimeError::io("image copy", std::io::Error::other(e)))?
 }
 
+/// Work every sandbox would repeat, done once in the process that forks shims.
+pub(crate) fn prepare_for_shims() {
+    if let Err(e) = seccomp::compiled() {
+        tracing::warn!(error = %e, "sandboxed tasks will fail to start");
+    }
+}
+
 /// A small, stable hash (FNV-1a), so a task keeps its uid across agent restarts.
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |hash, b| {

@@ -97,6 +97,16 @@ pub(crate) struct Filters {
 #[error("cannot build the seccomp filter: {0}")]
 pub(crate) struct SeccompError(String);
 
+/// The filters, compiled once per process: the shim launcher compiles them before it forks any
+/// shim, so every sandbox inherits them ready.
+pub(crate) fn compiled() -> Result<&'static Filters, SeccompError> {
+    static FILTERS: std::sync::OnceLock<Result<Filters, SeccompError>> = std::sync::OnceLock::new();
+    FILTERS
+        .get_or_init(Filters::build)
+        .as_ref()
+        .map_err(|e| SeccompError(e.0.clone()))
+}
+
 impl Filters {
     /// Compiles the filters for this machine's architecture.
     pub(crate) fn build() -> Result<Filters, SeccompError> {
