@@ -38,7 +38,15 @@ const MASKED: [&str; 8] = [
 ];
 /// Kernel knobs under /proc that stay readable but not writable.
 const READ_ONLY_PROC: [&str; 4] = ["proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus"];
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// The harmless character devices every Linux program may expect: name, major, minor.
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 const DEV_LINKS: [(&str, &str); 4] = [
     ("fd", "/proc/self/fd"),
     ("stdin", "/proc/self/fd/0"),
@@ -178,14 +186,25 @@ fn build_dev(root: &Path) -> Result<(), RootfsError> {
             c"mode=0755,size=64k",
         )
     })?;
-    for name in DEVICES {
-        let host = Path::new("/dev").join(name);
-        if !host.exists() {
-            continue;
-        }
+    for (name, major, minor) in DEVICES {
+        // Made in place (the init still has CAP_MKNOD) rather than bound from the host's /dev:
+        // one call instead of a file and a mount each. 0666, as on the host.
         let target = dev.join(name);
-        step(&format!("create /dev/{name}"), || fs::write(&target, b""))?;
-        step(&format!("bind /dev/{name}"), || mount_bind(&host, &target))?;
+        let device = rustix::fs::makedev(major, minor);
+        let mode = rustix::fs::Mode::from_raw_mode(0o666);
+        step(&format!("create /dev/{name}"), || {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &target,
+                rustix::fs::FileType::CharacterDevice,
+                mode,
+                device,
+            )
+        })?;
+        // The umask trimmed the mode mknod was given.
+        step(&format!("open /dev/{name} to all"), || {
+            rustix::fs::chmod(&target, mode)
+        })?;
     }
     for (name, points_to) in DEV_LINKS {
         step(&format!("link /dev/{name}"), || {
