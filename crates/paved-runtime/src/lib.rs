@@ -1,8 +1,9 @@
-//! Runs tasks: the `Runtime` trait the agent drives, and its first backend, [`ProcessRuntime`],
-//! which runs each task as a plain process group under a shim so the task outlives the agent.
+//! Runs tasks: the `Runtime` trait the agent drives; its backends [`SandboxRuntime`] (namespaces,
+//! cgroups, seccomp: the default) and [`ProcessRuntime`] (a plain process group, for trusted
+//! tenants); and [`Drivers`], which picks between them per task.
 //!
-//! Every task gets a shim: the `paved` binary re-executed as `paved __shim <task-dir>` (entry
-//! point [`shim_main`]). The shim, not the agent, is the task's parent: it copies the task's
+//! Every task gets a shim: the shim code of the `paved` binary (entry point [`shim_main`]),
+//! forked by the runtime's shim launcher ([`launcher`]), or run as `paved __shim <task-dir>`. The shim, not the agent, is the task's parent: it copies the task's
 //! output into size-capped logs, reaps it, and records its true exit status on disk. An agent
 //! that is killed and restarted re-adopts the task from its [`TaskRecord`] and still learns how it
 //! ended. Runtime and shim talk only through files in the task directory:

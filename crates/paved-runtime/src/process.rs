@@ -1,5 +1,6 @@
-//! `ProcessRuntime`: each task a plain process group under its shim, with no isolation. The
-//! sandbox backend will drive the same shim, which then adds namespaces and cgroups itself.
+//! `ProcessRuntime`: each task a plain process group under its shim, with no isolation. It also
+//! holds the shim handling (launch, handshake, wait, signal) that `SandboxRuntime` reuses; there
+//! the shim adds namespaces and cgroups itself.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

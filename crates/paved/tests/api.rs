@@ -334,15 +334,7 @@ async fn the_json_api_serves_the_same_model_as_grpc() {
         .unwrap()
         .into_inner();
     let http = reqwest::Client::new();
-    let json: pb::Job = http
-        .get(p.url("/v1/jobs/twin"))
-        .bearer_auth(&p.platform.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: pb::Job = p.get_json("/v1/jobs/twin").await;
     assert_eq!(json, grpc);
     let tasks: pb::ListTasksResponse = http
         .get(p.url("/v1/tasks?job=twin"))

@@ -13,15 +13,7 @@ async fn running_tasks_report_live_stats() {
                     command = [\"/bin/sh\", \"-c\", \"while true; do :; done\"]\n\
                     [resources]\ncpu = 0.5\nmemory = \"64MiB\"\n";
     p.submit(manifest).await;
-    let nodes: pb::ListNodesResponse = reqwest::Client::new()
-        .get(p.url("/v1/nodes"))
-        .bearer_auth(&p.platform.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: pb::ListNodesResponse = p.get_json("/v1/nodes").await;
     let runtime = &nodes.nodes[0].runtime;
     assert!(runtime.starts_with("sandbox, cgroup v"), "{runtime}");
     wait_for("cpu and memory stats of the busy task", || async {
@@ -69,15 +61,7 @@ async fn admins_mark_tenants_trusted_over_json() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("not a tenant name"));
-    let list: pb::ListTenantsResponse = http
-        .get(p.url("/v1/tenants"))
-        .bearer_auth(&p.platform.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: pb::ListTenantsResponse = p.get_json("/v1/tenants").await;
     let names: Vec<(&str, bool)> = list
         .tenants
         .iter()

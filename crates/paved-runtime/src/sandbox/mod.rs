@@ -5,7 +5,7 @@
 //! `/proc` and `/dev`.
 //!
 //! It drives the same shim as [`ProcessRuntime`]: the spec the shim reads carries a
-//! [`SandboxPlan`], and the shim starts the task through [`launch`] instead of a plain spawn.
+//! [`SandboxPlan`], and the shim starts the task through `launch.rs` instead of a plain spawn.
 //! Start, wait, signal, re-adoption and log handling are the process backend's; this backend
 //! adds the cgroup's life (created before the shim, removed at cleanup) and reads its stats.
 //! Written on rustix and libc rather than youki's libcontainer because it starts tasks several

@@ -78,6 +78,20 @@ impl InProcess {
         JobsClient::with_interceptor(self.channel.clone(), bearer)
     }
 
+    /// GETs `path` from the JSON API with the admin token and decodes the answer.
+    #[allow(dead_code)]
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.platform.token)
+            .send()
+            .await
+            .expect("a response")
+            .json()
+            .await
+            .expect("JSON of the expected shape")
+    }
+
     /// Creates a job from manifest text; panics if the server refuses it.
     #[allow(dead_code)]
     pub async fn submit(&self, manifest: impl Into<String>) -> pb::Job {
