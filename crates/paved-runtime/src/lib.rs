@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `spec.json` | runtime | before the shim starts: the [`TaskSpec`] |
 //! | `pid` | shim | once the task runs: its pid, written atomically |
-//! | `exit.json` | shim | once the task ended (or failed to start): its [`ExitStatus`], fsynced |
+//! | `exit.json` | shim | once the task ended (or failed to start): its [`ExitStatus`], written atomically |
 //! | `stdout.log`, `stderr.log` (+ `.1`) | shim | while the task runs, rotated at the cap |
 //!
 //! **Invariant:** a task never depends on the agent process: no parent-death signal, its own
