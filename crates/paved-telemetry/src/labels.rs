@@ -65,6 +65,16 @@ impl Labels {
         Labels(self.0.iter().filter(|(k, _)| keys.contains(k)).cloned().collect())
     }
 
+    /// Heap bytes held, for memory accounting.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0.capacity() * size_of::<(String, String)>()
+            + self
+                .0
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity())
+                .sum::<usize>()
+    }
+
     fn position(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }

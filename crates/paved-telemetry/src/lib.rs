@@ -10,6 +10,7 @@ pub mod prometheus;
 pub mod registry;
 mod sync;
 pub mod time;
+pub mod tsdb;
 
 pub use catalog::{CounterDef, GaugeDef, HistogramDef, Kind, MetricDef, Unit};
 pub use collector::{CollectorId, Emitter, MetricFamily, SeriesValue, Source, Value};
