@@ -154,6 +154,14 @@ pub(crate) fn format_bound(upper: f64) -> String {
     }
 }
 
+/// Reads a bound written by [`format_bound`].
+pub(crate) fn parse_bound(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        _ => text.parse().ok(),
+    }
+}
+
 /// Adds `x` to an f64 kept as bits in an atomic.
 pub(crate) fn add_f64(cell: &AtomicU64, x: f64) {
     let mut current = cell.load(Relaxed);
@@ -295,5 +303,14 @@ mod tests {
             assert!((got / exact - 1.0).abs() < 0.045, "q{q}: {got} vs {exact}");
         }
         assert_eq!(HistogramCell::new().value().quantile(0.5), None);
+    }
+
+    #[test]
+    fn bounds_format_and_parse_back() {
+        for k in MIN_KEY..=MAX_KEY {
+            let b = upper_bound(k);
+            assert_eq!(parse_bound(&format_bound(b)), Some(b));
+        }
+        assert_eq!(parse_bound("+Inf"), Some(f64::INFINITY));
     }
 }

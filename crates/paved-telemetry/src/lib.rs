@@ -7,6 +7,7 @@ pub mod collector;
 pub mod histogram;
 pub mod labels;
 pub mod prometheus;
+pub mod query;
 pub mod registry;
 mod sync;
 pub mod time;

@@ -28,7 +28,6 @@ use crate::sync::{lock, read, write};
 use crate::time::Timestamp;
 
 mod bits;
-#[allow(dead_code)] // TEMP: read by the query engine and snapshots, next commits
 pub(crate) mod codec;
 mod config;
 mod sample;
@@ -97,14 +96,13 @@ pub struct MetricStats {
 }
 
 /// Decoded samples of one selected series.
-#[allow(dead_code)] // TEMP: read by the query engine, next commit
 pub(crate) struct Selected {
     pub(crate) labels: Arc<Labels>,
     /// (milliseconds, value), oldest first.
     pub(crate) samples: Vec<(i64, f64)>,
 }
 
-#[allow(dead_code)] // TEMP: select, dump and restore serve the query engine and snapshots, next commits
+#[allow(dead_code)] // TEMP: dump and restore serve snapshots, next commit
 impl Store {
     pub fn new(config: StoreConfig) -> Result<Self, ConfigError> {
         config.validate()?;
