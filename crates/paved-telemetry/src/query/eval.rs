@@ -1,0 +1,346 @@
+//! Evaluation of a parsed query over the store, at each instant of a grid.
+//!
+//! - A selector's value at `t` is its newest sample in `(t - lookback, t]`, where the lookback is
+//!   the query step or the store step, whichever is longer: a series that stopped (a task that
+//!   ended) drops out of the result within one step.
+//! - `increase` over a window `(t - w, t]` sums the growth between each pair of consecutive
+//!   samples whose later sample lies in the window; a drop counts as a reset from zero (the
+//!   later value is the growth). `rate` divides that by `w` in seconds. With the default window
+//!   (the query step), windows tile the range exactly, so increases add up to the total. Growth
+//!   across a gap longer than the window (or one store step, if longer) before the first window
+//!   is not counted, and nothing is extrapolated.
+//! - `histogram_quantile` applies `increase` to each bucket series, adds the buckets of each
+//!   group bound by bound, and reads the quantile from them (see [`crate::histogram`]).
+
+use std::collections::HashMap;
+
+use regex::Regex;
+
+use super::QueryError;
+use super::ast::{AggOp, Expr, MatchOp, RateFn, Selector};
+use super::parse::anchored;
+use crate::histogram::{BUCKET_LABEL, parse_bound, quantile};
+use crate::labels::Labels;
+use crate::time::{Timestamp, millis};
+use crate::tsdb::{Selected, Store};
+
+/// The instants a query is evaluated at: `start + i * step` for `i < len`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub(crate) start: i64,
+    pub(crate) step: i64,
+    pub(crate) len: usize,
+}
+
+/// One result series on the grid.
+pub(crate) struct Vector {
+    pub(crate) name: Option<String>,
+    pub(crate) labels: Labels,
+    pub(crate) values: Vec<Option<f64>>,
+}
+
+pub(crate) fn eval(store: &Store, expr: &Expr, grid: Grid) -> Result<Vec<Vector>, QueryError> {
+    match expr {
+        Expr::Select(selector) => select_instants(store, selector, grid),
+        Expr::Rate {
+            func,
+            selector,
+            range,
+        } => {
+            let window = window(store, grid, *range);
+            let per = if *func == RateFn::Rate {
+                window as f64 / 1000.0
+            } else {
+                1.0
+            };
+            let vectors = select_window(store, selector, grid, window)?
+                .into_iter()
+                .map(|s| Vector {
+                    name: None,
+                    values: increases(&s.samples, grid, window)
+                        .into_iter()
+                        .map(|v| v.map(|v| v / per))
+                        .collect(),
+                    labels: unwrap_labels(s),
+                })
+                .collect();
+            Ok(vectors)
+        }
+        Expr::Aggregate { op, by, expr } => Ok(aggregate(*op, by, eval(store, expr, grid)?, grid)),
+        Expr::HistogramQuantile {
+            quantile,
+            selector,
+            range,
+            by,
+        } => histogram_quantile(
+            store,
+            *quantile,
+            selector,
+            grid,
+            window(store, grid, *range),
+            by.as_deref(),
+        ),
+    }
+}
+
+fn select_instants(store: &Store, selector: &Selector, grid: Grid) -> Result<Vec<Vector>, QueryError> {
+    let lookback = grid.step.max(store.step_ms());
+    let from = grid.start.saturating_sub(lookback - 1);
+    Ok(select(store, selector, from, grid.end())?
+        .into_iter()
+        .map(|s| Vector {
+            name: Some(selector.metric.clone()),
+            values: instants(&s.samples, grid, lookback),
+            labels: unwrap_labels(s),
+        })
+        .collect())
+}
+
+/// Samples for windows of `window` ms ending on the grid, with room for the pair before each.
+fn select_window(
+    store: &Store,
+    selector: &Selector,
+    grid: Grid,
+    window: i64,
+) -> Result<Vec<Selected>, QueryError> {
+    let gap = window.max(store.step_ms());
+    select(
+        store,
+        selector,
+        grid.start.saturating_sub(window).saturating_sub(gap),
+        grid.end(),
+    )
+}
+
+fn select(store: &Store, selector: &Selector, from: i64, to: i64) -> Result<Vec<Selected>, QueryError> {
+    let matchers = selector
+        .matchers
+        .iter()
+        .map(|m| {
+            let regex = |value: &str| {
+                anchored(value).map_err(|e| QueryError::Regex {
+                    label: m.label.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            Ok(match m.op {
+                MatchOp::Equal => Compiled::Equal(m.value.clone()),
+                MatchOp::NotEqual => Compiled::NotEqual(m.value.clone()),
+                MatchOp::Regex => Compiled::Regex(regex(&m.value)?),
+                MatchOp::NotRegex => Compiled::NotRegex(regex(&m.value)?),
+            }
+            .with(&m.label))
+        })
+        .collect::<Result<Vec<_>, QueryError>>()?;
+    let keep = |labels: &Labels| {
+        matchers
+            .iter()
+            .all(|(label, m)| m.matches(labels.get(label).unwrap_or("")))
+    };
+    Ok(store.select(
+        &selector.metric,
+        keep,
+        Timestamp::from_millis(from),
+        Timestamp::from_millis(to),
+    ))
+}
+
+enum Compiled {
+    Equal(String),
+    NotEqual(String),
+    Regex(Regex),
+    NotRegex(Regex),
+}
+
+impl Compiled {
+    fn with(self, label: &str) -> (String, Compiled) {
+        (label.to_owned(), self)
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Compiled::Equal(v) => value == v,
+            Compiled::NotEqual(v) => value != v,
+            Compiled::Regex(r) => r.is_match(value),
+            Compiled::NotRegex(r) => !r.is_match(value),
+        }
+    }
+}
+
+/// The newest sample in `(t - lookback, t]` for each instant `t`.
+fn instants(samples: &[(i64, f64)], grid: Grid, lookback: i64) -> Vec<Option<f64>> {
+    let mut next = 0;
+    (0..grid.len)
+        .map(|i| {
+            let t = grid.at(i);
+            while next < samples.len() && samples[next].0 <= t {
+                next += 1;
+            }
+            let (ts, v) = *samples.get(next.checked_sub(1)?)?;
+            (ts > t - lookback).then_some(v)
+        })
+        .collect()
+}
+
+/// The counter growth in `(t - window, t]` for each instant `t`; `None` where no pair of
+/// samples ends in the window.
+fn increases(samples: &[(i64, f64)], grid: Grid, window: i64) -> Vec<Option<f64>> {
+    // prefix[k]: growth up to sample k, each step's growth counted at its later sample.
+    let mut prefix = Vec::with_capacity(samples.len());
+    let mut total = 0.0;
+    for (k, (_, v)) in samples.iter().enumerate() {
+        if k > 0 {
+            let before = samples[k - 1].1;
+            let growth = if *v >= before { v - before } else { *v };
+            total += if growth.is_finite() { growth } else { 0.0 };
+        }
+        prefix.push(total);
+    }
+    let (mut lo, mut hi) = (1, 1);
+    (0..grid.len)
+        .map(|i| {
+            let t = grid.at(i);
+            while hi < samples.len() && samples[hi].0 <= t {
+                hi += 1;
+            }
+            while lo < hi && samples[lo].0 <= t - window {
+                lo += 1;
+            }
+            (lo < hi).then(|| prefix[hi - 1] - prefix[lo - 1])
+        })
+        .collect()
+}
+
+fn aggregate(op: AggOp, by: &[String], inner: Vec<Vector>, grid: Grid) -> Vec<Vector> {
+    let mut groups: HashMap<Labels, Vec<Acc>> = HashMap::new();
+    for vector in inner {
+        let accs = groups
+            .entry(vector.labels.keep(by))
+            .or_insert_with(|| vec![Acc::default(); grid.len]);
+        for (acc, v) in accs.iter_mut().zip(vector.values) {
+            if let Some(v) = v {
+                acc.add(v);
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(labels, accs)| Vector {
+            name: None,
+            labels,
+            values: accs.iter().map(|a| a.result(op)).collect(),
+        })
+        .collect()
+}
+
+fn histogram_quantile(
+    store: &Store,
+    q: f64,
+    selector: &Selector,
+    grid: Grid,
+    window: i64,
+    by: Option<&[String]>,
+) -> Result<Vec<Vector>, QueryError> {
+    let mut groups: HashMap<Labels, Vec<BucketIncreases>> = HashMap::new();
+    for series in select_window(store, selector, grid, window)? {
+        let Some(upper) = series.labels.get(BUCKET_LABEL).and_then(parse_bound) else {
+            continue;
+        };
+        let key = match by {
+            Some(keys) => series.labels.keep(keys),
+            None => series.labels.without(BUCKET_LABEL),
+        };
+        groups
+            .entry(key)
+            .or_default()
+            .push((upper, increases(&series.samples, grid, window)));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(labels, mut buckets)| {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let values = (0..grid.len)
+                .map(|i| {
+                    let mut counts: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+                    for (upper, incs) in &buckets {
+                        let Some(count) = incs[i] else { continue };
+                        match counts.last_mut() {
+                            Some(last) if last.0 == *upper => last.1 += count,
+                            _ => counts.push((*upper, count)),
+                        }
+                    }
+                    quantile(q, &counts)
+                })
+                .collect();
+            Vector {
+                name: None,
+                labels,
+                values,
+            }
+        })
+        .collect())
+}
+
+/// A bucket's upper bound and its increase at each instant.
+type BucketIncreases = (f64, Vec<Option<f64>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    sum: f64,
+    min: f64,
+    max: f64,
+    count: u32,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Acc {
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            count: 0,
+        }
+    }
+}
+
+impl Acc {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.count += 1;
+    }
+
+    fn result(&self, op: AggOp) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        Some(match op {
+            AggOp::Sum => self.sum,
+            AggOp::Avg => self.sum / f64::from(self.count),
+            AggOp::Min => self.min,
+            AggOp::Max => self.max,
+            AggOp::Count => f64::from(self.count),
+        })
+    }
+}
+
+impl Grid {
+    fn at(&self, i: usize) -> i64 {
+        self.start.saturating_add((i as i64).saturating_mul(self.step))
+    }
+
+    fn end(&self) -> i64 {
+        self.at(self.len.saturating_sub(1))
+    }
+}
+
+/// The window of `rate`, `increase` and `histogram_quantile`: the given range, else the query
+/// step, at least one store step.
+fn window(store: &Store, grid: Grid, range: Option<std::time::Duration>) -> i64 {
+    range.map_or(grid.step.max(store.step_ms()), millis).max(1)
+}
+
+fn unwrap_labels(selected: Selected) -> Labels {
+    std::sync::Arc::unwrap_or_clone(selected.labels)
+}

@@ -1,0 +1,160 @@
+//! Bit streams over 64-bit words, most significant bit first: the storage of compressed blocks.
+//! The reader never panics, whatever the words and length it is given.
+
+/// Appends bits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BitWriter {
+    words: Vec<u64>,
+    len: u64,
+}
+
+/// Reads bits written by a [`BitWriter`]; every read past the end is `None`.
+#[derive(Debug, Clone)]
+pub(crate) struct BitReader<'a> {
+    words: &'a [u64],
+    pos: u64,
+    len: u64,
+}
+
+impl BitWriter {
+    /// Appends the low `n` bits of `value`, `n` ≤ 64.
+    pub(crate) fn write(&mut self, value: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let n = n.min(64);
+        let value = if n == 64 { value } else { value & ((1 << n) - 1) };
+        let used = (self.len & 63) as u32;
+        match self.words.last_mut() {
+            Some(last) if used != 0 => {
+                let free = 64 - used;
+                if n <= free {
+                    *last |= value << (free - n);
+                } else {
+                    *last |= value >> (n - free);
+                    self.words.push(value << (64 - (n - free)));
+                }
+            }
+            _ => self.words.push(value << (64 - n)),
+        }
+        self.len += u64::from(n);
+    }
+
+    pub(crate) fn bit(&mut self, bit: bool) {
+        self.write(u64::from(bit), 1);
+    }
+
+    /// `count` one bits, then a zero unless `count` is the code's maximum.
+    pub(crate) fn ones(&mut self, count: u32, max: u32) {
+        let terminated = count < max;
+        let n = count + u32::from(terminated);
+        let value = if count == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << count) - 1) << u32::from(terminated)
+        };
+        self.write(value, n);
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.words.capacity() * 8
+    }
+}
+
+impl<'a> BitReader<'a> {
+    /// Reads `len` bits of `words`; a `len` longer than the words makes the reads past them fail.
+    pub(crate) fn new(words: &'a [u64], len: u64) -> Self {
+        BitReader { words, pos: 0, len }
+    }
+
+    /// The next `n` bits (`n` ≤ 64) as the low bits of the result.
+    pub(crate) fn read(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        if n > 64 || self.len - self.pos < u64::from(n) {
+            return None;
+        }
+        let index = (self.pos >> 6) as usize;
+        let used = (self.pos & 63) as u32;
+        let first = *self.words.get(index)?;
+        let value = if used + n <= 64 {
+            (first << used) >> (64 - n)
+        } else {
+            let second = *self.words.get(index + 1)?;
+            ((first << used) >> (64 - n)) | (second >> (128 - used - n))
+        };
+        self.pos += u64::from(n);
+        Some(value)
+    }
+
+    /// Counts one bits up to `max`, consuming the zero that ends a shorter run.
+    pub(crate) fn ones(&mut self, max: u32) -> Option<u32> {
+        let mut count = 0;
+        while count < max {
+            if self.read(1)? == 0 {
+                break;
+            }
+            count += 1;
+        }
+        Some(count)
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos >= self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn what_is_written_reads_back(fields in prop::collection::vec((any::<u64>(), 0u32..=64), 0..200)) {
+            let mut w = BitWriter::default();
+            for (value, n) in &fields {
+                w.write(*value, *n);
+            }
+            prop_assert_eq!(w.len(), fields.iter().map(|(_, n)| u64::from(*n)).sum::<u64>());
+            let mut r = BitReader::new(w.words(), w.len());
+            for (value, n) in &fields {
+                let mask = if *n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+                prop_assert_eq!(r.read(*n), Some(value & mask));
+            }
+            prop_assert!(r.at_end());
+            prop_assert_eq!(r.read(1), None);
+        }
+
+        #[test]
+        fn unary_codes_read_back(counts in prop::collection::vec(0u32..=8, 0..100)) {
+            let mut w = BitWriter::default();
+            for c in &counts {
+                w.ones(*c, 8);
+            }
+            let mut r = BitReader::new(w.words(), w.len());
+            for c in &counts {
+                prop_assert_eq!(r.ones(8), Some(*c));
+            }
+            prop_assert!(r.at_end());
+        }
+
+        #[test]
+        fn lies_about_length_never_panic(words in prop::collection::vec(any::<u64>(), 0..4), len in any::<u64>(), reads in prop::collection::vec(0u32..=70, 0..50)) {
+            let mut r = BitReader::new(&words, len);
+            for n in reads {
+                let _ = r.read(n);
+            }
+        }
+    }
+}
