@@ -9,6 +9,7 @@ pub mod labels;
 pub mod prometheus;
 pub mod query;
 pub mod registry;
+pub mod snapshot;
 mod sync;
 pub mod time;
 pub mod tsdb;

@@ -31,7 +31,6 @@ mod bits;
 pub(crate) mod codec;
 mod config;
 mod sample;
-#[allow(dead_code)] // TEMP: read by the query engine and snapshots, next commits
 pub(crate) mod series;
 
 pub use config::{ConfigError, MAX_BLOCK_STEPS, StoreConfig};
@@ -102,7 +101,6 @@ pub(crate) struct Selected {
     pub(crate) samples: Vec<(i64, f64)>,
 }
 
-#[allow(dead_code)] // TEMP: dump and restore serve snapshots, next commit
 impl Store {
     pub fn new(config: StoreConfig) -> Result<Self, ConfigError> {
         config.validate()?;

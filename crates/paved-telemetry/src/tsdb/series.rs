@@ -66,16 +66,17 @@ impl SeriesData {
         Ok(())
     }
 
-    /// Drops blocks that end at or before `slot`; true when nothing is left.
+    /// Drops blocks that end at or before `slot`; true when nothing is left of a series that had
+    /// samples (one just created, not yet appended to, stays).
     pub(crate) fn drop_before(&mut self, slot: u64, steps: u64) -> bool {
-        let ends_by = |number: u64| (number + 1).saturating_mul(steps) <= slot;
+        let ends_by = |number: u64| number.saturating_add(1).saturating_mul(steps) <= slot;
         while self.sealed.front().is_some_and(|b| ends_by(b.number)) {
             self.sealed.pop_front();
         }
         if self.head.as_ref().is_some_and(|h| ends_by(h.number)) {
             self.head = None;
         }
-        self.sealed.is_empty() && self.head.is_none()
+        self.sealed.is_empty() && self.head.is_none() && self.last_slot.is_some()
     }
 
     /// The blocks that may hold samples in slots `from..=to`, the head copied as a sealed-like
@@ -143,7 +144,10 @@ impl Block {
     /// Calls `f(slot, value)` for each sample, in order.
     pub(crate) fn decode(&self, steps: u64, mut f: impl FnMut(u64, f64)) -> Result<(), CodecError> {
         let mut decoder = Decoder::new(&self.words, u64::from(self.len_bits));
-        let mut slot = self.number.saturating_mul(steps) + u64::from(self.start);
+        let mut slot = self
+            .number
+            .saturating_mul(steps)
+            .saturating_add(u64::from(self.start));
         let end = self.number.saturating_add(1).saturating_mul(steps);
         let mut samples = 0u16;
         while let Some(step) = decoder.next_step()? {
