@@ -51,6 +51,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
     ("busybox", "busybox-static"),
     ("htpasswd", "apache2-utils"),
+    // The telemetry tests: `/metrics` checked by Prometheus's own parser and linter, and
+    // scraped by a real Prometheus server.
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
 ];
 
 fn test(extra: &[&str]) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! host network with tasks (`network = "host"`); exec checks run beside the task through the
 //! runtime, inside whatever isolates it.
 
+use paved_telemetry::Counter;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -60,6 +61,22 @@ pub(crate) struct ExecProbe {
     pub spec: TaskSpec,
 }
 
+/// `paved_agent_health_changes_total` of one task's job, by the health it changed to.
+pub(crate) struct HealthCounters {
+    pub(crate) healthy: Counter,
+    pub(crate) unhealthy: Counter,
+}
+
+impl HealthCounters {
+    fn count(&self, to: Health) {
+        match to {
+            Health::Healthy => self.healthy.inc(),
+            Health::Unhealthy => self.unhealthy.inc(),
+            Health::Unknown => {}
+        }
+    }
+}
+
 /// Consecutive-failure counting, apart from time and I/O so it is a plain state machine.
 #[derive(Debug)]
 struct Tracker {
@@ -82,11 +99,19 @@ const EXEC_DETAIL_CHARS: usize = 200;
 impl Monitor {
     /// Starts checking the task `task_id` now, as its process has just started (or been
     /// adopted).
-    pub(crate) fn start(repo: Repo, task_id: &str, spec: HealthSpec, probe: Probe) -> Monitor {
+    pub(crate) fn start(
+        repo: Repo,
+        task_id: &str,
+        spec: HealthSpec,
+        probe: Probe,
+        counters: HealthCounters,
+    ) -> Monitor {
         let (tell, unhealthy) = watch::channel(None);
         let task_id = task_id.to_owned();
         let checker =
-            tokio::spawn(async move { check_until_stopped(repo, task_id, spec, probe, tell).await });
+            tokio::spawn(
+                async move { check_until_stopped(repo, task_id, spec, probe, tell, counters).await },
+            );
         Monitor { checker, unhealthy }
     }
 
@@ -235,6 +260,7 @@ async fn check_until_stopped(
     spec: HealthSpec,
     probe: Probe,
     tell: watch::Sender<Option<String>>,
+    counters: HealthCounters,
 ) {
     let started = Instant::now();
     let mut ticks = tokio::time::interval(spec.interval);
@@ -250,6 +276,7 @@ async fn check_until_stopped(
         };
         let health = verdict.health.as_str();
         info!(task = %task_id, health, detail = %verdict.detail, "task health changed");
+        counters.count(verdict.health);
         record(&repo, &task_id, &verdict).await;
         if verdict.health == Health::Unhealthy {
             tell.send_replace(Some(verdict.reason()));

@@ -25,6 +25,7 @@ use futures::stream::BoxStream;
 use paved_control::Clock;
 use paved_control::repo::{Change, Repo, RepoError, TASKS, decode};
 use paved_runtime::{Probe, Runtime};
+use paved_telemetry::{Counter, CounterDef, Registry};
 use paved_types::{Desired, Node, Task, TaskState};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -75,7 +76,9 @@ struct Inner {
     ports: Mutex<Ports>,
     /// Desired state of each supervised task, by task id.
     supervised: Mutex<HashMap<String, watch::Sender<Desired>>>,
-    stats: Mutex<StatsTable>,
+    /// Shared with the registry's collector, which reads it at every gather.
+    stats: Arc<Mutex<StatsTable>>,
+    registry: Registry,
 }
 
 impl Default for AgentConfig {
@@ -96,8 +99,21 @@ impl Default for AgentConfig {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, repo: Repo, runtime: Arc<dyn Runtime>, clock: Arc<dyn Clock>) -> Self {
+    /// An agent that records its metrics (task starts, restarts, health changes, and every
+    /// task's cpu, memory and pids) into `registry`.
+    pub fn new(
+        config: AgentConfig,
+        repo: Repo,
+        runtime: Arc<dyn Runtime>,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+    ) -> Self {
         let ports = Mutex::new(Ports::new(config.ports.clone()));
+        let stats: Arc<Mutex<StatsTable>> = Arc::default();
+        let (table, node) = (stats.clone(), config.node.clone());
+        registry.register_collector(move |out| {
+            table.lock().unwrap_or_else(|e| e.into_inner()).emit(&node, out);
+        });
         let inner = Inner {
             config,
             repo,
@@ -105,7 +121,8 @@ impl Agent {
             clock,
             ports,
             supervised: Mutex::default(),
-            stats: Mutex::default(),
+            stats,
+            registry,
         };
         Agent {
             inner: Arc::new(inner),
@@ -199,6 +216,16 @@ impl Agent {
         for (task_id, stats) in read {
             table.record(&task_id, stats, at, now_ms);
         }
+    }
+
+    /// The series of counter `def` for `job` on this node.
+    pub(crate) fn job_counter(&self, def: &'static CounterDef, job: &paved_types::Job) -> Counter {
+        let node = self.inner.config.node.as_str();
+        self.inner.registry.counter(def).with(&[
+            ("tenant", job.tenant.as_str()),
+            ("job", job.spec.name.as_str()),
+            ("node", node),
+        ])
     }
 
     pub(crate) fn lock_stats(&self) -> std::sync::MutexGuard<'_, StatsTable> {

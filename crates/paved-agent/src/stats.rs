@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use paved_runtime::{Runtime, TaskRecord, TaskStats};
+use paved_telemetry::Emitter;
+use paved_telemetry::catalog::{TASK_CPU, TASK_MEMORY, TASK_MEMORY_PEAK, TASK_PIDS};
 
 /// How often running tasks are sampled.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
@@ -18,16 +20,25 @@ pub struct Sample {
     pub sampled_at_ms: u64,
 }
 
+/// Who a task belongs to, as its metrics are tagged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskTags {
+    pub(crate) tenant: String,
+    /// The job's name.
+    pub(crate) job: String,
+}
+
 /// The tasks being waited on and their latest samples.
 #[derive(Default)]
 pub(crate) struct StatsTable {
-    running: HashMap<String, TaskRecord>,
+    running: HashMap<String, (TaskRecord, TaskTags)>,
     samples: HashMap<String, (Sample, Instant)>,
 }
 
 impl StatsTable {
-    pub(crate) fn track(&mut self, record: &TaskRecord) {
-        self.running.insert(record.task_id.clone(), record.clone());
+    pub(crate) fn track(&mut self, record: &TaskRecord, tags: TaskTags) {
+        self.running
+            .insert(record.task_id.clone(), (record.clone(), tags));
     }
 
     pub(crate) fn untrack(&mut self, task_id: &str) {
@@ -40,7 +51,28 @@ impl StatsTable {
     }
 
     pub(crate) fn records(&self) -> Vec<TaskRecord> {
-        self.running.values().cloned().collect()
+        self.running.values().map(|(record, _)| record.clone()).collect()
+    }
+
+    /// Each sampled task's latest usage as `paved_task_*` series of `node`: what the
+    /// registry's collector emits at every gather, so a task that ended is gone from the next.
+    pub(crate) fn emit(&self, node: &str, out: &mut Emitter<'_>) {
+        for (task_id, (_, tags)) in &self.running {
+            let Some((sample, _)) = self.samples.get(task_id) else {
+                continue;
+            };
+            let labels = [
+                ("tenant", tags.tenant.as_str()),
+                ("job", tags.job.as_str()),
+                ("task", task_id.as_str()),
+                ("node", node),
+            ];
+            let stats = &sample.stats;
+            out.counter(&TASK_CPU, &labels, stats.cpu_usage_ns as f64 / 1e9);
+            out.gauge(&TASK_MEMORY, &labels, stats.memory_bytes as f64);
+            out.gauge(&TASK_MEMORY_PEAK, &labels, stats.memory_peak_bytes as f64);
+            out.gauge(&TASK_PIDS, &labels, stats.pids as f64);
+        }
     }
 
     /// Stores a new reading of `task_id`, deriving its cpu rate from the previous one.
@@ -90,10 +122,51 @@ mod tests {
         }
     }
 
+    fn tags() -> TaskTags {
+        TaskTags {
+            tenant: "acme".into(),
+            job: "web".into(),
+        }
+    }
+
+    #[test]
+    fn sampled_tasks_become_tagged_series_and_leave_with_their_task() {
+        let registry = paved_telemetry::Registry::new();
+        let table = std::sync::Arc::new(std::sync::Mutex::new(StatsTable::default()));
+        let shared = table.clone();
+        registry.register_collector(move |out| shared.lock().unwrap().emit("n1", out));
+        let stats = TaskStats {
+            cpu_usage_ns: 2_500_000_000,
+            memory_bytes: 4096,
+            memory_peak_bytes: 8192,
+            pids: 3,
+        };
+        table.lock().unwrap().track(&record("t1"), tags());
+        table.lock().unwrap().track(&record("t2"), tags());
+        table.lock().unwrap().record("t1", stats, Instant::now(), 0);
+        let text = paved_telemetry::prometheus::render(&registry);
+        let tagged = r#"{job="web",node="n1",task="t1",tenant="acme"}"#;
+        for line in [
+            format!("paved_task_cpu_seconds_total{tagged} 2.5"),
+            format!("paved_task_memory_bytes{tagged} 4096"),
+            format!("paved_task_memory_peak_bytes{tagged} 8192"),
+            format!("paved_task_pids{tagged} 3"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("t2"),
+            "a task not sampled yet has no series:\n{text}"
+        );
+        table.lock().unwrap().untrack("t1");
+        let text = paved_telemetry::prometheus::render(&registry);
+        assert!(!text.contains("t1"), "an ended task's series are gone:\n{text}");
+    }
+
     #[test]
     fn cpu_rate_comes_from_consecutive_samples() {
         let mut table = StatsTable::default();
-        table.track(&record("t"));
+        table.track(&record("t"), tags());
         let start = Instant::now();
         let usage = |ns| TaskStats {
             cpu_usage_ns: ns,

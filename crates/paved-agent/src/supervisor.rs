@@ -1,6 +1,7 @@
 //! One supervisor per task: starts its process, waits for it to end or to be asked to stop,
 //! applies the restart policy with backoff, and writes each state change to the store.
 
+use paved_telemetry::catalog::{AGENT_HEALTH_CHANGES, AGENT_TASK_RESTARTS, AGENT_TASK_STARTS};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,9 +12,10 @@ use rand::Rng;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::health::{ExecProbe, Monitor, Probe};
+use crate::health::{ExecProbe, HealthCounters, Monitor, Probe};
 use crate::image::{self, TaskImage};
 use crate::record::LocalRecord;
+use crate::stats::TaskTags;
 use crate::{Agent, AgentError};
 
 /// How a supervisor takes over its task.
@@ -234,6 +236,7 @@ impl Supervisor<'_> {
                 })
                 .await?;
                 info!(task = %self.task_id, pid, "task running");
+                self.agent.job_counter(&AGENT_TASK_STARTS, job).inc();
                 Ok(Launch::Running)
             }
             Err(e) => Ok(Launch::Failed(ExitStatus::failed(e.to_string()))),
@@ -316,7 +319,11 @@ impl Supervisor<'_> {
             return Ok(Outcome::Exited(ExitStatus::failed("no process to wait for")));
         };
         let runtime = self.agent.inner.runtime.clone();
-        self.agent.lock_stats().track(&process);
+        let tags = TaskTags {
+            tenant: job.tenant.clone(),
+            job: job.spec.name.clone(),
+        };
+        self.agent.lock_stats().track(&process, tags);
         let mut monitor = self.monitor(job, &process).await?;
         // A batch task's health is only reported: it is judged by how it exits.
         let acts_on_health = job.spec.kind == JobKind::Service;
@@ -368,7 +375,27 @@ impl Supervisor<'_> {
         };
         let probe = Probe::new(health, &job.spec.ports, &self.record.ports, exec);
         let repo = self.agent.inner.repo.clone();
-        Ok(Some(Monitor::start(repo, self.task_id, health.clone(), probe)))
+        let node = self.agent.node_name();
+        let changes = self.agent.inner.registry.counter(&AGENT_HEALTH_CHANGES);
+        let to = |health: Health| {
+            changes.with(&[
+                ("tenant", job.tenant.as_str()),
+                ("job", job.spec.name.as_str()),
+                ("node", node),
+                ("to", health.as_str()),
+            ])
+        };
+        let counters = HealthCounters {
+            healthy: to(Health::Healthy),
+            unhealthy: to(Health::Unhealthy),
+        };
+        Ok(Some(Monitor::start(
+            repo,
+            self.task_id,
+            health.clone(),
+            probe,
+            counters,
+        )))
     }
 
     /// SIGTERM to the task's process group, SIGKILL after the grace period.
@@ -433,6 +460,7 @@ impl Supervisor<'_> {
             paved_types::units::format_duration(delay)
         );
         info!(task = %self.task_id, restart = next, delay_ms = delay.as_millis() as u64, "task restarting");
+        self.agent.job_counter(&AGENT_TASK_RESTARTS, job).inc();
         let status = status.clone();
         self.update(move |t, now| {
             t.set_state(TaskState::Restarting, now)?;

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::env::{Clock, Ids};
 use crate::error::ApiError;
+use crate::metrics::Telemetry;
 use crate::reconcile::stop_task;
 use crate::repo::{Change, Repo, RepoError, TenantRecord, Versioned, job_id_key};
 use paved_store::StoreError;
@@ -63,6 +64,7 @@ struct Inner {
     info: ServerInfo,
     /// Pokes the reconciler after a write, so tasks follow a change at once.
     wake: Arc<Notify>,
+    telemetry: Telemetry,
 }
 
 /// Largest manifest accepted, in bytes.
@@ -80,6 +82,7 @@ impl Api {
         logs: Option<Arc<dyn TaskSource>>,
         info: ServerInfo,
         wake: Arc<Notify>,
+        telemetry: Telemetry,
     ) -> Self {
         Api {
             inner: Arc::new(Inner {
@@ -89,15 +92,20 @@ impl Api {
                 logs,
                 info,
                 wake,
+                telemetry,
             }),
         }
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     pub fn repo(&self) -> &Repo {
         &self.inner.repo
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.inner.clock.now_ms()
     }
 

@@ -8,13 +8,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use paved_api::v1::{
-    self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
+    self as pb, jobs_server::Jobs, metrics_server::Metrics, nodes_server::Nodes, system_server::System,
+    tasks_server::Tasks,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::{Request, Status};
 
 use crate::api::Api;
-use crate::error::{http_status, status_code_name};
+use crate::error::{ApiError, http_status, status_code_name};
 
 pub fn routes(api: Api) -> Router {
     Router::new()
@@ -33,6 +34,9 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/tenants/{tenant}", axum::routing::put(set_tenant))
+        .route("/v1/metrics", get(list_metrics))
+        .route("/v1/metrics/query", get(query_metrics))
+        .route("/metrics", get(prometheus))
         .with_state(api)
 }
 
@@ -50,6 +54,17 @@ struct LogsQuery {
     stream: String,
     follow: bool,
     tail: u64,
+}
+
+/// `?query=...&since=10m&step=10s`, or `start`/`end` in unix milliseconds.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct MetricsQuery {
+    query: String,
+    start: i64,
+    end: i64,
+    since: String,
+    step: String,
 }
 
 #[derive(Serialize)]
@@ -192,6 +207,49 @@ async fn set_tenant(State(api): State<Api>, Path(tenant): Path<String>, body: By
         Err(response) => return response,
     };
     reply(api.set_tenant(Request::new(req)).await)
+}
+
+async fn list_metrics(State(api): State<Api>) -> Response {
+    reply(api.list_metrics(Request::new(pb::ListMetricsRequest {})).await)
+}
+
+async fn query_metrics(State(api): State<Api>, Query(q): Query<MetricsQuery>) -> Response {
+    let (since_ms, step_ms) = match (millis("since", &q.since), millis("step", &q.step)) {
+        (Ok(since), Ok(step)) => (since, step),
+        (Err(e), _) | (_, Err(e)) => return error_response(&e.into()),
+    };
+    let req = pb::MetricsQueryRequest {
+        query: q.query,
+        start_ms: q.start,
+        end_ms: q.end,
+        since_ms,
+        step_ms,
+    };
+    reply(api.query(Request::new(req)).await)
+}
+
+/// A duration parameter (`10m`, `30s`) in milliseconds; absent: 0, the default.
+fn millis(field: &'static str, text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    humantime::parse_duration(text)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|e| ApiError::invalid(field, format!("{e}; give a duration such as 10m or 30s")))
+}
+
+/// Every metric's current value in the Prometheus text format, for scrapers (which send the
+/// token as `authorization: Bearer`, e.g. Prometheus's `authorization.credentials_file`).
+async fn prometheus(State(api): State<Api>) -> Response {
+    let text = paved_telemetry::prometheus::render(&api.telemetry().registry);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            paved_telemetry::prometheus::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn reply<T: Serialize>(result: Result<tonic::Response<T>, Status>) -> Response {

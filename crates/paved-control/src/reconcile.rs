@@ -2,6 +2,8 @@
 //! of (`plan`, a pure function), and writes the difference. Restartable at any point: it keeps
 //! no state of its own between passes, so a crash mid-pass loses nothing.
 
+use paved_telemetry::catalog::CONTROL_RECONCILE_DURATION;
+use paved_telemetry::{Histogram, Registry};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,8 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     ids: Ids,
     wake: Arc<Notify>,
+    /// How long each pass takes; recorded nowhere unless [`Reconciler::record_into`] is called.
+    pass_duration: Histogram,
 }
 
 /// Longest pause between passes when nothing wakes the reconciler: time-based decisions (a
@@ -51,7 +55,16 @@ impl Reconciler {
             clock,
             ids,
             wake,
+            pass_duration: Histogram::default(),
         }
+    }
+
+    /// Records each pass's duration in `registry`.
+    pub fn record_into(mut self, registry: &Registry) -> Self {
+        self.pass_duration = registry
+            .histogram(&CONTROL_RECONCILE_DURATION)
+            .with(&[("loop", "jobs")]);
+        self
     }
 
     /// Runs passes until the process ends: after every store change, after a poke through the
@@ -62,9 +75,11 @@ impl Reconciler {
             Err(_) => None,
         };
         loop {
+            let started = std::time::Instant::now();
             if let Err(e) = self.pass().await {
                 warn!(error = %e, "reconcile pass failed; retrying");
             }
+            self.pass_duration.observe_duration(started.elapsed());
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}

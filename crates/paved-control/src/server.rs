@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::serve::ListenerExt;
 use paved_api::v1::{
-    jobs_server::JobsServer, nodes_server::NodesServer, system_server::SystemServer,
-    tasks_server::TasksServer,
+    jobs_server::JobsServer, metrics_server::MetricsServer, nodes_server::NodesServer,
+    system_server::SystemServer, tasks_server::TasksServer,
 };
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -16,6 +16,7 @@ use tonic::service::Routes;
 use crate::api::Api;
 use crate::auth::{Tokens, require_token};
 use crate::http;
+use crate::metrics::record_call;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -32,6 +33,7 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
     health_reporter.set_serving::<TasksServer<Api>>().await;
     health_reporter.set_serving::<NodesServer<Api>>().await;
     health_reporter.set_serving::<SystemServer<Api>>().await;
+    health_reporter.set_serving::<MetricsServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(paved_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -46,13 +48,16 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
         .add_service(TasksServer::new(api.clone()))
         .add_service(NodesServer::new(api.clone()))
         .add_service(SystemServer::new(api.clone()))
+        .add_service(MetricsServer::new(api.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router();
+    let registry = api.telemetry().registry.clone();
     Ok(grpc
         .merge(http::routes(api))
-        .layer(axum::middleware::from_fn_with_state(tokens, require_token)))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_token))
+        .layer(axum::middleware::from_fn_with_state(registry, record_call)))
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish.

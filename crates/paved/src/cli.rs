@@ -219,6 +219,23 @@ pub enum Command {
         action: Option<TenantAction>,
     },
 
+    /// Query the metrics paved keeps: its own and every task's (cpu, memory, pids).
+    ///
+    /// A query is a metric name with tag matchers (=, !=, =~, !~), optionally inside rate()
+    /// for counters and an aggregation (sum, avg, min, max, count) grouped by tags;
+    /// histogram_quantile() reads percentiles from histograms.
+    ///
+    /// Examples:
+    ///   paved metrics query 'paved_task_memory_bytes{job="web"}' --since 10m
+    ///   paved metrics query 'sum by (job) (rate(paved_task_cpu_seconds_total))'
+    ///   paved metrics query 'histogram_quantile(0.99, paved_api_request_duration_seconds)' -o json
+    ///   paved metrics list
+    #[command(verbatim_doc_comment)]
+    Metrics {
+        #[command(subcommand)]
+        action: MetricsAction,
+    },
+
     /// Show the server: version, store, uptime and what it runs.
     ///
     /// Example:
@@ -261,6 +278,14 @@ pub struct UpArgs {
     /// Also start demo jobs, to have something to look at.
     #[arg(long)]
     pub demo: bool,
+
+    /// How often metrics are sampled into the embedded time-series store (`paved metrics`).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub metrics_step: std::time::Duration,
+
+    /// How long the embedded store keeps metric history; memory grows with it.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub metrics_retention: std::time::Duration,
 }
 
 #[cfg(test)]
@@ -291,6 +316,23 @@ mod tests {
         assert_eq!(cli.global.output, Output::Json);
         assert_eq!(cli.global.server, "http://h:1");
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsAction {
+    /// Evaluate a query over the recent past; prints each series with a sparkline.
+    Query {
+        /// The query, e.g. 'paved_task_memory_bytes{job="web"}'.
+        query: String,
+        /// How far back to look (e.g. 90s, 10m, 6h).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Resolution of the result; default: the store's step (10s unless configured).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<std::time::Duration>,
+    },
+    /// List every metric paved records, with its kind, tags and meaning.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

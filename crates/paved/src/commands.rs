@@ -2,6 +2,7 @@
 
 mod jobs;
 mod logs;
+mod metrics;
 mod run;
 mod status;
 mod tasks;
@@ -53,6 +54,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Kill { target } => jobs::kill(&ctx, &target).await,
         Command::Tasks { job } => tasks::list(&ctx, job.as_deref()).await,
         Command::Tenants { action } => tenants::run(&ctx, action).await,
+        Command::Metrics { action } => metrics::run(&ctx, action).await,
         Command::Top { job, once } => top::top(&ctx, job.as_deref(), once).await,
         Command::Logs {
             task,

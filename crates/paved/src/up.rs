@@ -13,10 +13,14 @@ use paved_agent::{Agent, AgentConfig};
 use paved_api::v1::{CreateJobRequest, jobs_server::Jobs};
 use paved_control::auth::{ADMIN_TOKEN_FILE, Tokens, ensure_admin_token};
 use paved_control::{
-    Api, ApiError, Clock, Ids, Repo, ServerInfo, SystemClock, TaskSource, reconcile::Reconciler, server,
+    Api, ApiError, Clock, Ids, Repo, ServerInfo, SystemClock, TaskSource, Telemetry, reconcile::Reconciler,
+    server,
 };
 use paved_runtime::Drivers;
 use paved_store::RedbStore;
+use paved_telemetry::snapshot::SnapshotError;
+use paved_telemetry::tsdb::{Store, StoreConfig};
+use paved_telemetry::{Registry, Timestamp};
 use paved_types::Task;
 use tokio::sync::{Notify, oneshot};
 
@@ -44,6 +48,7 @@ pub struct Platform {
     pub token: String,
     api: Api,
     agent: Agent,
+    telemetry: Telemetry,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_server: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -55,15 +60,32 @@ pub struct PlatformOptions {
     pub listen: SocketAddr,
     /// The `paved` executable, which runs each task's shim.
     pub shim: PathBuf,
+    /// How the embedded time-series store samples and keeps metrics.
+    pub metrics: StoreConfig,
 }
+
+/// The metrics store's snapshot in the data directory: written at a clean stop and every
+/// `SNAPSHOT_EVERY`, read at start.
+const METRICS_SNAPSHOT: &str = "metrics.snapshot";
+/// A crash loses at most this much metric history (besides what a clean stop saves).
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data = args.data.clone().unwrap_or_else(crate::client::default_data_dir);
     let shim = std::env::current_exe().context("cannot find the paved executable to run task shims")?;
+    let metrics = StoreConfig {
+        step: args.metrics_step,
+        retention: args.metrics_retention,
+        ..StoreConfig::default()
+    };
+    metrics
+        .validate()
+        .context("invalid --metrics-step or --metrics-retention")?;
     let platform = Platform::start(PlatformOptions {
         data,
         listen: args.listen,
         shim,
+        metrics,
     })
     .await?;
     println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
@@ -101,8 +123,15 @@ impl Platform {
         let tokens = Tokens::load(&repo).await?;
         let token = ensure_admin_token(&repo, &tokens, &data, &ids, clock.now_ms()).await?;
 
+        let telemetry = open_telemetry(&data, opts.metrics)?;
         let runtime = Arc::new(Drivers::new(opts.shim));
-        let agent = Agent::new(agent_config(&data), repo.clone(), runtime, clock.clone());
+        let agent = Agent::new(
+            agent_config(&data),
+            repo.clone(),
+            runtime,
+            clock.clone(),
+            telemetry.registry.clone(),
+        );
         agent.start().await?;
 
         let wake = Arc::new(Notify::new());
@@ -119,6 +148,7 @@ impl Platform {
             Some(logs),
             info,
             wake.clone(),
+            telemetry.clone(),
         );
         let router = server::router(api.clone(), tokens).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -130,7 +160,9 @@ impl Platform {
                 tracing::error!(error = %e, "API server failed");
             }
         });
-        let reconciler = tokio::spawn(Reconciler::new(repo, clock, ids, wake).run());
+        let reconciler = Reconciler::new(repo, clock, ids, wake).record_into(&telemetry.registry);
+        let reconciler = tokio::spawn(reconciler.run());
+        let sampler = tokio::spawn(sample_metrics(telemetry.clone(), data.join(METRICS_SNAPSHOT)));
         let agent_loop = {
             let agent = agent.clone();
             tokio::spawn(async move {
@@ -139,13 +171,14 @@ impl Platform {
                 }
             })
         };
-        let tasks = vec![reconciler, agent_loop];
+        let tasks = vec![reconciler, agent_loop, sampler];
         Ok(Platform {
             listen,
             data,
             token,
             api,
             agent,
+            telemetry,
             tasks,
             stop_server: Some(stop_server),
             server,
@@ -186,6 +219,59 @@ impl Platform {
             t.abort();
         }
         self.agent.shutdown().await;
+        save_metrics(&self.telemetry, &self.data.join(METRICS_SNAPSHOT));
+    }
+
+    /// The metrics registry and the store it is sampled into.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+}
+
+/// The metrics store, with the history a previous run saved when there is a readable
+/// snapshot: an unreadable one is set aside (`.bad`) and history starts afresh, since
+/// restoring service matters more than old samples.
+fn open_telemetry(data: &Path, config: StoreConfig) -> anyhow::Result<Telemetry> {
+    let path = data.join(METRICS_SNAPSHOT);
+    let store = match Store::load(&path, config.clone()) {
+        Ok(store) => store,
+        Err(SnapshotError::Missing { .. }) => Store::new(config)?,
+        Err(e) => {
+            tracing::warn!(error = %e, "metric history lost: the snapshot cannot be read; starting empty");
+            let _ = std::fs::rename(&path, path.with_extension("snapshot.bad"));
+            Store::new(config)?
+        }
+    };
+    let registry = Registry::new();
+    registry.register_collector(store.collector());
+    Ok(Telemetry {
+        registry,
+        store: Arc::new(store),
+    })
+}
+
+/// Samples the registry into the store once per step, and snapshots it now and then.
+async fn sample_metrics(telemetry: Telemetry, snapshot: PathBuf) {
+    let mut ticks = tokio::time::interval(telemetry.store.config().step);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut saved = tokio::time::Instant::now();
+    loop {
+        ticks.tick().await;
+        let report = telemetry.store.sample(&telemetry.registry, Timestamp::now());
+        if report.dropped > 0 {
+            tracing::debug!(dropped = report.dropped, "metric series over the per-metric cap");
+        }
+        if saved.elapsed() >= SNAPSHOT_EVERY {
+            let (telemetry, snapshot) = (telemetry.clone(), snapshot.clone());
+            let _ = tokio::task::spawn_blocking(move || save_metrics(&telemetry, &snapshot)).await;
+            saved = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn save_metrics(telemetry: &Telemetry, path: &Path) {
+    if let Err(e) = telemetry.store.save(path) {
+        tracing::warn!(error = %e, "cannot save the metrics snapshot; history since the last one will not survive a restart");
     }
 }
 

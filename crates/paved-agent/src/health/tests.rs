@@ -224,13 +224,19 @@ async fn monitor_records_health_and_reports_unhealthy() {
         grace: Duration::ZERO,
         threshold: 2,
     };
-    let mut monitor = Monitor::start(repo.clone(), &task.id, spec, Probe::Tcp { port });
+    let counters = HealthCounters {
+        healthy: paved_telemetry::Counter::default(),
+        unhealthy: paved_telemetry::Counter::default(),
+    };
+    let unhealthy = counters.unhealthy.clone();
+    let mut monitor = Monitor::start(repo.clone(), &task.id, spec, Probe::Tcp { port }, counters);
     let reason = tokio::time::timeout(Duration::from_secs(20), Monitor::unhealthy(Some(&mut monitor)))
         .await
         .expect("a verdict");
     let refused = format!("connect 127.0.0.1:{port}: connection refused");
     assert_eq!(reason, format!("unhealthy: {refused} (2 consecutive failures)"));
     monitor.stop().await;
+    assert_eq!(unhealthy.get(), 1.0, "the change is counted");
     let stored = repo.task(&task.id).await.unwrap().unwrap().value;
     assert_eq!(
         (stored.health, stored.health_detail),

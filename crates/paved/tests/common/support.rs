@@ -34,11 +34,26 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 
 impl InProcess {
     pub async fn start() -> InProcess {
-        let dir = tempfile::tempdir().unwrap();
+        InProcess::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// Stops cleanly and starts again on the same data directory.
+    pub async fn restart(self) -> InProcess {
+        let dir = self.dir;
+        self.platform.shutdown().await;
+        InProcess::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> InProcess {
         let opts = PlatformOptions {
             data: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             shim: env!("CARGO_BIN_EXE_paved").into(),
+            // Fast enough for a test to see series appear and move within seconds.
+            metrics: paved_telemetry::tsdb::StoreConfig {
+                step: std::time::Duration::from_secs(1),
+                ..paved_telemetry::tsdb::StoreConfig::default()
+            },
         };
         let platform = Platform::start(opts).await.unwrap();
         let channel = Channel::from_shared(format!("http://{}", platform.listen))
@@ -261,4 +276,9 @@ pub async fn reflected_services(p: &InProcess) -> (Vec<String>, Vec<String>) {
         names2 = list.service.into_iter().map(|s| s.name).collect();
     }
     (names1, names2)
+}
+
+pub fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
