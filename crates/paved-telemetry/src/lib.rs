@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod collector;
 pub mod histogram;
 pub mod labels;
+pub mod otlp;
 pub mod prometheus;
 pub mod query;
 pub mod registry;

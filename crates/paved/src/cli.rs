@@ -286,6 +286,11 @@ pub struct UpArgs {
     /// How long the embedded store keeps metric history; memory grows with it.
     #[arg(long, default_value = "6h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub metrics_retention: std::time::Duration,
+
+    /// Also push every metric, once per metrics step, to this OTLP/gRPC collector
+    /// (e.g. http://127.0.0.1:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

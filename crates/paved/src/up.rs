@@ -18,6 +18,7 @@ use paved_control::{
 };
 use paved_runtime::Drivers;
 use paved_store::RedbStore;
+use paved_telemetry::otlp::OtlpExporter;
 use paved_telemetry::snapshot::SnapshotError;
 use paved_telemetry::tsdb::{Store, StoreConfig};
 use paved_telemetry::{Registry, Timestamp};
@@ -62,6 +63,8 @@ pub struct PlatformOptions {
     pub shim: PathBuf,
     /// How the embedded time-series store samples and keeps metrics.
     pub metrics: StoreConfig,
+    /// An OTLP/gRPC collector to push every metric to, once per metrics step.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The metrics store's snapshot in the data directory: written at a clean stop and every
@@ -86,6 +89,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         shim,
         metrics,
+        otlp_endpoint: args.otlp_endpoint,
     })
     .await?;
     println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
@@ -163,6 +167,18 @@ impl Platform {
         let reconciler = Reconciler::new(repo, clock, ids, wake).record_into(&telemetry.registry);
         let reconciler = tokio::spawn(reconciler.run());
         let sampler = tokio::spawn(sample_metrics(telemetry.clone(), data.join(METRICS_SNAPSHOT)));
+        let mut tasks = vec![sampler];
+        if let Some(endpoint) = &opts.otlp_endpoint {
+            let node = agent.node_name().to_owned();
+            let resource = [("service.name", "paved"), ("host.name", node.as_str())];
+            let exporter = OtlpExporter::new(endpoint, &resource).context("invalid --otlp-endpoint")?;
+            let every = telemetry.store.config().step;
+            tasks.push(tokio::spawn(push_metrics(
+                exporter,
+                telemetry.registry.clone(),
+                every,
+            )));
+        }
         let agent_loop = {
             let agent = agent.clone();
             tokio::spawn(async move {
@@ -171,7 +187,7 @@ impl Platform {
                 }
             })
         };
-        let tasks = vec![reconciler, agent_loop, sampler];
+        tasks.extend([reconciler, agent_loop]);
         Ok(Platform {
             listen,
             data,
@@ -265,6 +281,31 @@ async fn sample_metrics(telemetry: Telemetry, snapshot: PathBuf) {
             let (telemetry, snapshot) = (telemetry.clone(), snapshot.clone());
             let _ = tokio::task::spawn_blocking(move || save_metrics(&telemetry, &snapshot)).await;
             saved = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Pushes every metric to an OTLP collector once per `every`; says so when pushes start or stop
+/// failing, not at each failure.
+async fn push_metrics(mut exporter: OtlpExporter, registry: Registry, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        match exporter.push(&registry).await {
+            Ok(points) => {
+                if failing {
+                    tracing::info!(points, "OTLP export works again");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "OTLP export failing; retrying every step");
+                }
+                failing = true;
+            }
         }
     }
 }

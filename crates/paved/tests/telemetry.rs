@@ -1,5 +1,6 @@
 //! Telemetry through the whole platform: a task's series in the embedded store, queries over
-//! the JSON API, `/metrics` read by Prometheus's own tools, and history kept across a restart.
+//! the JSON API, `/metrics` read by Prometheus's own tools, history kept across a restart, and
+//! the push to an OTLP collector.
 
 #[path = "common/support.rs"]
 mod support;
@@ -7,6 +8,12 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use paved_api::v1 as pb;
 use support::{InProcess, wait_for};
 
@@ -201,6 +208,82 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         prometheus.log()
     );
     p.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_pushed_to_an_otlp_collector() {
+    let (endpoint, mut received) = otlp_collector().await;
+    let p = InProcess::start_with(tempfile::tempdir().unwrap(), Some(endpoint)).await;
+    p.submit(GROWER).await;
+    let task_memory = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let request = received.recv().await.expect("the collector runs");
+            if let Some(point) = memory_of_grow(&request) {
+                return point;
+            }
+        }
+    })
+    .await
+    .expect("a push with the task's memory within 30 s");
+    assert!(task_memory > 0.0);
+    p.stop().await;
+}
+
+/// A real OTLP/gRPC metrics receiver on loopback (the collector's own service definition);
+/// every request it gets comes out of the channel.
+async fn otlp_collector() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let service = MetricsServiceServer::new(Collector(tx));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (endpoint, rx)
+}
+
+struct Collector(tokio::sync::mpsc::UnboundedSender<ExportMetricsServiceRequest>);
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let _ = self.0.send(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// The `paved_task_memory_bytes` gauge of the `grow` job's task in a pushed request.
+fn memory_of_grow(request: &ExportMetricsServiceRequest) -> Option<f64> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics);
+    let memory = metrics.filter(|m| m.name == "paved_task_memory_bytes");
+    let points = memory.filter_map(|m| match &m.data {
+        Some(Data::Gauge(g)) => Some(&g.data_points),
+        _ => None,
+    });
+    points.flatten().find_map(|point| {
+        let is_grow = point.attributes.iter().any(|kv| {
+            kv.key == "job"
+                && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Any::StringValue("grow".into()))
+        });
+        match point.value {
+            Some(Value::AsDouble(v)) if is_grow => Some(v),
+            _ => None,
+        }
+    })
 }
 
 /// Prometheus's own checker: parses the exposition and lints it (names, help, units).

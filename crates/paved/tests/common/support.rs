@@ -45,7 +45,13 @@ impl InProcess {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> InProcess {
+        InProcess::start_with(dir, None).await
+    }
+
+    /// Started with its metrics also pushed to the OTLP collector at `otlp_endpoint`.
+    pub async fn start_with(dir: tempfile::TempDir, otlp_endpoint: Option<String>) -> InProcess {
         let opts = PlatformOptions {
+            otlp_endpoint,
             data: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             shim: env!("CARGO_BIN_EXE_paved").into(),
