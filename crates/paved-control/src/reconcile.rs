@@ -2,8 +2,8 @@
 //! of (`plan`, a pure function), and writes the difference. Restartable at any point: it keeps
 //! no state of its own between passes, so a crash mid-pass loses nothing.
 
-use paved_telemetry::catalog::CONTROL_RECONCILE_DURATION;
-use paved_telemetry::{Histogram, Registry};
+use paved_telemetry::Registry;
+use paved_telemetry::catalog::{CONTROL_RECONCILE_DURATION, SCHEDULER_PLACEMENTS};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +40,9 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     ids: Ids,
     wake: Arc<Notify>,
-    /// How long each pass takes; recorded nowhere unless [`Reconciler::record_into`] is called.
-    pass_duration: Histogram,
+    /// Where pass durations and placement decisions are recorded: a registry of its own (read
+    /// by nobody) unless [`Reconciler::record_into`] gives the platform's.
+    registry: Registry,
 }
 
 /// Longest pause between passes when nothing wakes the reconciler: time-based decisions (a
@@ -55,15 +56,13 @@ impl Reconciler {
             clock,
             ids,
             wake,
-            pass_duration: Histogram::default(),
+            registry: Registry::new(),
         }
     }
 
-    /// Records each pass's duration in `registry`.
+    /// Records each pass's duration and each placement decision in `registry`.
     pub fn record_into(mut self, registry: &Registry) -> Self {
-        self.pass_duration = registry
-            .histogram(&CONTROL_RECONCILE_DURATION)
-            .with(&[("loop", "jobs")]);
+        self.registry = registry.clone();
         self
     }
 
@@ -74,12 +73,16 @@ impl Reconciler {
             Ok(rev) => self.repo.store().watch("/", rev).await.ok(),
             Err(_) => None,
         };
+        let pass_duration = self
+            .registry
+            .histogram(&CONTROL_RECONCILE_DURATION)
+            .with(&[("loop", "jobs")]);
         loop {
             let started = std::time::Instant::now();
             if let Err(e) = self.pass().await {
                 warn!(error = %e, "reconcile pass failed; retrying");
             }
-            self.pass_duration.observe_duration(started.elapsed());
+            pass_duration.observe_duration(started.elapsed());
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
@@ -151,13 +154,17 @@ impl Reconciler {
         self.forget(&plan.forget).await?;
         let mut state = plan.job;
         if !plan.create.is_empty() {
+            let placements = self.registry.counter(&SCHEDULER_PLACEMENTS);
             match pick_node(nodes, tasks) {
                 Some(node) => {
                     for index in &plan.create {
                         self.create_task(job, *index, &node.name).await?;
                     }
+                    let placed = u64::try_from(plan.create.len()).unwrap_or(u64::MAX);
+                    placements.with(&[("result", "placed")]).inc_by(placed);
                 }
                 None => {
+                    placements.with(&[("result", "unschedulable")]).inc();
                     let reason = "no ready node to place tasks on; start an agent".to_owned();
                     state = Some((state.map_or(job.state, |s| s.0), reason));
                 }

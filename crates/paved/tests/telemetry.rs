@@ -91,6 +91,15 @@ async fn a_tasks_cpu_and_memory_series_appear_and_move() {
         },
     )
     .await;
+    // The control plane counted the placement, the agent the start.
+    for counter in [
+        r#"paved_scheduler_placements_total{result="placed"}"#,
+        r#"paved_agent_task_starts_total{job="grow",tenant="default"}"#,
+    ] {
+        let series = p.series(counter, "1m").await;
+        let last = series.first().and_then(|s| values(s).last().copied());
+        assert!(last.is_some_and(|n| n >= 1.0), "{counter}: {series:?}");
+    }
     // The API's own calls are timed: their median is a positive number of seconds.
     let quantile = p
         .series(
