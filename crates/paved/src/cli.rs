@@ -219,6 +219,49 @@ pub enum Command {
         action: Option<TenantAction>,
     },
 
+    /// Add, change or remove a route of the edge router (`paved up --proxy`).
+    ///
+    /// A route sends requests for a host and path prefix to one or more jobs by weight; the
+    /// jobs' running, healthy tasks take the traffic. Changes apply at once, live.
+    ///
+    /// Examples:
+    ///   paved route add shop --host shop.example.com --path / --to shop-v1=100
+    ///   paved route set shop --to shop-v1=90 --to shop-v2=10
+    ///   paved route add api --path /api --to api:grpc=100 --sticky-header x-user
+    ///   paved route rm shop
+    #[command(verbatim_doc_comment)]
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
+
+    /// List the edge router's routes.
+    ///
+    /// Example:
+    ///   paved routes -o json
+    #[command(verbatim_doc_comment)]
+    Routes,
+
+    /// Inject a fault (a delay or an error status) into a share of a route's requests, or
+    /// remove every fault.
+    ///
+    /// Examples:
+    ///   paved fault add --route shop --delay 200ms --percent 10 --for 10m
+    ///   paved fault add --route shop --abort 503 --percent 50 --header x-chaos=1 --for 5m
+    ///   paved fault halt
+    #[command(verbatim_doc_comment)]
+    Fault {
+        #[command(subcommand)]
+        action: FaultAction,
+    },
+
+    /// List the faults being injected.
+    ///
+    /// Example:
+    ///   paved faults
+    #[command(verbatim_doc_comment)]
+    Faults,
+
     /// Query the metrics paved keeps: its own and every task's (cpu, memory, pids).
     ///
     /// A query is a metric name with tag matchers (=, !=, =~, !~), optionally inside rate()
@@ -321,6 +364,71 @@ mod tests {
         assert_eq!(cli.global.output, Output::Json);
         assert_eq!(cli.global.server, "http://h:1");
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteAction {
+    /// Create a route; fails if it exists.
+    Add(RouteArgs),
+    /// Change a route; flags not given keep their value (--to replaces every backend).
+    Set(RouteArgs),
+    /// Remove a route.
+    Rm { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// The route's name ([a-z0-9-]).
+    pub name: String,
+    /// A host it answers for; repeat for more; `*.example.com` for subdomains; none: any host.
+    #[arg(long)]
+    pub host: Vec<String>,
+    /// The path prefix it answers for (longest prefix wins) [default: /].
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Where requests go: JOB=WEIGHT or JOB:PORT=WEIGHT; repeat to split traffic by weight.
+    #[arg(long, value_name = "JOB[:PORT]=WEIGHT")]
+    pub to: Vec<String>,
+    /// Keep each client on one job and task by the value of this header.
+    #[arg(long, conflicts_with = "sticky_cookie")]
+    pub sticky_header: Option<String>,
+    /// Keep each client on one job and task by the value of this cookie.
+    #[arg(long)]
+    pub sticky_cookie: Option<String>,
+    /// Longest a request may take before the client gets 504 [default: 15s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Retries of an idempotent request on another task after a connect failure or 502-504
+    /// [default: 2].
+    #[arg(long)]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultAction {
+    /// Add a fault to a share of a route's requests for a while.
+    Add {
+        /// The route whose requests it affects.
+        #[arg(long)]
+        route: String,
+        /// Hold each affected request this long, then let it through.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "abort", required_unless_present = "abort")]
+        delay: Option<std::time::Duration>,
+        /// Answer each affected request with this HTTP status instead.
+        #[arg(long)]
+        abort: Option<u16>,
+        /// Share of the route's requests affected, in percent (0 < P <= 100).
+        #[arg(long)]
+        percent: f64,
+        /// Only requests carrying this header with this value: NAME=VALUE.
+        #[arg(long, value_name = "NAME=VALUE")]
+        header: Option<String>,
+        /// How long the fault lasts; it removes itself then.
+        #[arg(long = "for", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        duration: std::time::Duration,
+    },
+    /// Remove every fault at once.
+    Halt,
 }
 
 #[derive(Debug, Subcommand)]

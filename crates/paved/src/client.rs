@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use paved_api::v1::{
     jobs_client::JobsClient, metrics_client::MetricsClient, nodes_client::NodesClient,
-    system_client::SystemClient, tasks_client::TasksClient,
+    routing_client::RoutingClient, system_client::SystemClient, tasks_client::TasksClient,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -79,6 +79,10 @@ impl Client {
 
     pub fn system(&self) -> SystemClient<Svc> {
         SystemClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn routing(&self) -> RoutingClient<Svc> {
+        RoutingClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn metrics(&self) -> MetricsClient<Svc> {

@@ -3,6 +3,7 @@
 mod jobs;
 mod logs;
 mod metrics;
+mod routes;
 mod run;
 mod status;
 mod tasks;
@@ -55,6 +56,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { job } => tasks::list(&ctx, job.as_deref()).await,
         Command::Tenants { action } => tenants::run(&ctx, action).await,
         Command::Metrics { action } => metrics::run(&ctx, action).await,
+        Command::Route { action } => routes::route(&ctx, action).await,
+        Command::Routes => routes::routes(&ctx).await,
+        Command::Fault { action } => routes::fault(&ctx, action).await,
+        Command::Faults => routes::faults(&ctx).await,
         Command::Top { job, once } => top::top(&ctx, job.as_deref(), once).await,
         Command::Logs {
             task,
