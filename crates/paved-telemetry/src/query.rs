@@ -8,6 +8,7 @@
 //! histogram_quantile(0.99, paved_api_request_duration_seconds{method="CreateJob"}[5m]) by (method)
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -136,9 +137,9 @@ impl Store {
                         value.map(|x| (Timestamp::from_millis(grid.start + i as i64 * step_ms), x))
                     })
                     .collect();
-                (!points.is_empty()).then_some(Series {
+                (!points.is_empty()).then(|| Series {
                     name: v.name,
-                    labels: v.labels,
+                    labels: Arc::unwrap_or_clone(v.labels),
                     points,
                 })
             })

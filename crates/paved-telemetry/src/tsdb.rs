@@ -311,7 +311,7 @@ impl Store {
         blocks
             .into_iter()
             .filter_map(|(labels, blocks)| {
-                let mut samples = Vec::new();
+                let mut samples = Vec::with_capacity(blocks.iter().map(|b| usize::from(b.samples)).sum());
                 for block in blocks {
                     let decoded = block.decode(steps, |s, v| {
                         if (first..=last).contains(&s) {
