@@ -1,16 +1,5 @@
-//! Evaluation of a parsed query over the store, at each instant of a grid.
-//!
-//! - A selector's value at `t` is its newest sample in `(t - lookback, t]`, where the lookback is
-//!   the query step or the store step, whichever is longer: a series that stopped (a task that
-//!   ended) drops out of the result within one step.
-//! - `increase` over a window `(t - w, t]` sums the growth between each pair of consecutive
-//!   samples whose later sample lies in the window; a drop counts as a reset from zero (the
-//!   later value is the growth). `rate` divides that by `w` in seconds. With the default window
-//!   (the query step), windows tile the range exactly, so increases add up to the total. Growth
-//!   across a gap longer than the window (or one store step, if longer) before the first window
-//!   is not counted, and nothing is extrapolated.
-//! - `histogram_quantile` applies `increase` to each bucket series, adds the buckets of each
-//!   group bound by bound, and reads the quantile from them (see [`crate::histogram`]).
+//! Evaluation of a parsed query over the store, at each instant of a grid; the semantics are
+//! documented on the `query` module.
 
 use std::collections::HashMap;
 use std::sync::Arc;
