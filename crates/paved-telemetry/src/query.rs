@@ -47,7 +47,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
 use crate::time::{Timestamp, millis};
@@ -73,11 +73,12 @@ pub struct Query {
     pub step: Duration,
 }
 
-/// One result series. Serialises as `{"name": …, "labels": {…}, "points": [[ms, value], …]}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One result series. Serialises as `{"name": …, "labels": {…}, "points": [[ms, value], …]}`
+/// (a NaN value becomes `null` in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     /// The metric, for plain selectors; absent once a function or aggregation combined series.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub labels: Labels,
     /// Instants with a value, in order.
