@@ -53,16 +53,21 @@ impl Unit {
     }
 }
 
-/// One metric's declaration.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// One metric's declaration. Serialises for `paved metrics list` and the API.
+#[derive(Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct MetricDef {
     pub name: &'static str,
     pub kind: Kind,
+    #[serde(serialize_with = "unit_suffix")]
     pub unit: Unit,
     /// One sentence for `# HELP`, the dashboard and `paved metrics list`.
     pub help: &'static str,
     /// The tag keys every series of this metric carries, in this order.
     pub labels: &'static [&'static str],
+}
+
+fn unit_suffix<S: serde::Serializer>(unit: &Unit, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(unit.suffix())
 }
 
 /// A counter's declaration; [`crate::Registry::counter`] takes only these.

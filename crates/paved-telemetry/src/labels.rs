@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// The tags of one series, sorted by key, each key at most once. Serialises as a JSON object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +110,28 @@ impl Serialize for Labels {
             map.serialize_entry(k, v)?;
         }
         map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Labels;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of tag keys to values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+                let mut labels = Labels::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    labels.insert(k, v);
+                }
+                Ok(labels)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
     }
 }
 

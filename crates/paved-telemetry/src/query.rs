@@ -1,5 +1,5 @@
-//! Queries over the store: a small PromQL-like language (see [`parse`] for the grammar and
-//! [`eval`] for the semantics), evaluated on a grid of instants from `start` to `end`.
+//! Queries over the store: a small PromQL-like language, evaluated on a grid of instants
+//! `start, start + step, …` up to `end`.
 //!
 //! ```text
 //! paved_task_memory_bytes{job="web", task=~"web-.*"}
@@ -7,10 +7,47 @@
 //! max(paved_task_pids{tenant!="system"})
 //! histogram_quantile(0.99, paved_api_request_duration_seconds{method="CreateJob"}[5m]) by (method)
 //! ```
+//!
+//! # Grammar
+//!
+//! Whitespace may go anywhere between tokens; [`parse`] errors name the column and the fix.
+//!
+//! ```text
+//! expr      = aggregate | rate | quantile | selector
+//! aggregate = ("sum" | "avg" | "min" | "max" | "count") [by] "(" expr ")" [by]
+//! rate      = ("rate" | "increase") "(" selector [range] ")"
+//! quantile  = "histogram_quantile" [by] "(" number "," selector [range] ")" [by]
+//! selector  = metric-name [ "{" [matcher ("," matcher)* [","]] "}" ]
+//! matcher   = tag-name ("=" | "!=" | "=~" | "!~") string
+//! by        = "by" "(" [tag-name ("," tag-name)* [","]] ")"
+//! range     = "[" duration "]"            e.g. [30s], [5m], [1h30m]; units ms s m h d w
+//! string    = "…" or '…' with \\ \" \' \n \t escapes
+//! ```
+//!
+//! `histogram_quantile` without `by` gives one result per histogram series (its tags without
+//! `bucket`); `by (k)` adds up the buckets of the series in each group first, and `by ()` adds
+//! up all of them.
+//!
+//! # Semantics
+//!
+//! - A selector's value at `t` is its newest sample in `(t - lookback, t]`, where the lookback is
+//!   the query step or the store step, whichever is longer: a series that stopped (a task that
+//!   ended) drops out of the result within one step.
+//! - `increase` over a window `(t - w, t]` sums the growth between each pair of consecutive
+//!   samples whose later sample lies in the window; a drop counts as a reset from zero (the
+//!   later value is the growth). `rate` divides that by `w` in seconds. With the default window
+//!   (the query step), windows tile the range exactly, so increases add up to the total. Growth
+//!   across a gap longer than the window (or one store step, if longer) before the first window
+//!   is not counted, and nothing is extrapolated.
+//! - `histogram_quantile` applies `increase` to each bucket series, adds the buckets of each
+//!   group bound by bound, and reads the quantile from them (see [`crate::histogram`]).
+//! - Aggregations combine the series present at each instant; `by ()` or no `by` combines all.
+//!   A matcher on a tag a series lacks compares against the empty string, as in PromQL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::labels::Labels;
 use crate::time::{Timestamp, millis};
@@ -36,11 +73,12 @@ pub struct Query {
     pub step: Duration,
 }
 
-/// One result series. Serialises as `{"name": …, "labels": {…}, "points": [[ms, value], …]}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One result series. Serialises as `{"name": …, "labels": {…}, "points": [[ms, value], …]}`
+/// (a NaN value becomes `null` in JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     /// The metric, for plain selectors; absent once a function or aggregation combined series.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub labels: Labels,
     /// Instants with a value, in order.
@@ -136,9 +174,9 @@ impl Store {
                         value.map(|x| (Timestamp::from_millis(grid.start + i as i64 * step_ms), x))
                     })
                     .collect();
-                (!points.is_empty()).then_some(Series {
+                (!points.is_empty()).then(|| Series {
                     name: v.name,
-                    labels: v.labels,
+                    labels: Arc::unwrap_or_clone(v.labels),
                     points,
                 })
             })

@@ -2,9 +2,20 @@
 //!
 //! Samples sit on a fixed step (default 10 s): a series has at most one sample per step, stamped
 //! with the step's start. Each series keeps its samples in compressed blocks of a fixed run of
-//! steps (default 1 h; see [`codec`] for the encoding and why), and retention (default 6 h)
-//! drops whole blocks. A per-metric cap bounds the number of series; samples of series beyond it
-//! are dropped and counted, never queued.
+//! steps (default 1 h), and retention (default 6 h) drops whole blocks. A per-metric cap bounds
+//! the number of series; samples of series beyond it are dropped and counted, never queued.
+//!
+//! # Encoding
+//!
+//! Because the step is fixed, a sample's time is implied by its position in its block: no
+//! timestamps are stored (Gorilla spends at least a bit per sample on them), and a missed step
+//! costs a 3- or 6-bit code. Values that are decimals with up to 9 digits after the point
+//! (counts, bytes, seconds from a µs or ns clock) are stored as delta-of-deltas of integers,
+//! others with Gorilla's XOR coding; each block keeps whichever is shorter. Every value
+//! round-trips bit for bit. A constant series costs 1 bit per sample, a steady counter about 1,
+//! page-aligned memory about 11, a noisy microsecond cpu counter about 27; with tags and
+//! bookkeeping, the cgroup-like mix in `tests/memory.rs` holds 1.7 bytes per sample (goal ≤ 2).
+//! The bit layout is documented in `src/tsdb/codec.rs`.
 //!
 //! Series live in shards, each behind its own mutex; writers that hold a [`SeriesRef`] take only
 //! their shard's lock, for one append. Queries copy the blocks they need (sealed blocks are
@@ -311,7 +322,7 @@ impl Store {
         blocks
             .into_iter()
             .filter_map(|(labels, blocks)| {
-                let mut samples = Vec::new();
+                let mut samples = Vec::with_capacity(blocks.iter().map(|b| usize::from(b.samples)).sum());
                 for block in blocks {
                     let decoded = block.decode(steps, |s, v| {
                         if (first..=last).contains(&s) {

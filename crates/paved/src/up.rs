@@ -18,8 +18,8 @@ use paved_control::{
 };
 use paved_runtime::Drivers;
 use paved_store::RedbStore;
+use paved_telemetry::SnapshotError;
 use paved_telemetry::otlp::OtlpExporter;
-use paved_telemetry::snapshot::SnapshotError;
 use paved_telemetry::tsdb::{Store, StoreConfig};
 use paved_telemetry::{Registry, Timestamp};
 use paved_types::Task;

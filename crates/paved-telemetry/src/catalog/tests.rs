@@ -119,3 +119,12 @@ fn lookup_finds_declarations() {
     assert_eq!(lookup("paved_task_pids").map(|d| d.kind), Some(Kind::Gauge));
     assert!(lookup("paved_nope").is_none());
 }
+
+#[test]
+fn declarations_serialise_for_listing() {
+    let json = serde_json::to_string(TASK_PIDS.def()).expect("serialises");
+    assert_eq!(
+        json,
+        r#"{"name":"paved_task_pids","kind":"gauge","unit":"pids","help":"Processes and threads in the task's cgroup.","labels":["tenant","job","task","node"]}"#
+    );
+}

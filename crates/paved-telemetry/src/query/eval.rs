@@ -1,18 +1,8 @@
-//! Evaluation of a parsed query over the store, at each instant of a grid.
-//!
-//! - A selector's value at `t` is its newest sample in `(t - lookback, t]`, where the lookback is
-//!   the query step or the store step, whichever is longer: a series that stopped (a task that
-//!   ended) drops out of the result within one step.
-//! - `increase` over a window `(t - w, t]` sums the growth between each pair of consecutive
-//!   samples whose later sample lies in the window; a drop counts as a reset from zero (the
-//!   later value is the growth). `rate` divides that by `w` in seconds. With the default window
-//!   (the query step), windows tile the range exactly, so increases add up to the total. Growth
-//!   across a gap longer than the window (or one store step, if longer) before the first window
-//!   is not counted, and nothing is extrapolated.
-//! - `histogram_quantile` applies `increase` to each bucket series, adds the buckets of each
-//!   group bound by bound, and reads the quantile from them (see [`crate::histogram`]).
+//! Evaluation of a parsed query over the store, at each instant of a grid; the semantics are
+//! documented on the `query` module.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -35,7 +25,8 @@ pub(crate) struct Grid {
 /// One result series on the grid.
 pub(crate) struct Vector {
     pub(crate) name: Option<String>,
-    pub(crate) labels: Labels,
+    /// Shared with the store's index until an aggregation makes new ones.
+    pub(crate) labels: Arc<Labels>,
     pub(crate) values: Vec<Option<f64>>,
 }
 
@@ -57,11 +48,8 @@ pub(crate) fn eval(store: &Store, expr: &Expr, grid: Grid) -> Result<Vec<Vector>
                 .into_iter()
                 .map(|s| Vector {
                     name: None,
-                    values: increases(&s.samples, grid, window)
-                        .into_iter()
-                        .map(|v| v.map(|v| v / per))
-                        .collect(),
-                    labels: unwrap_labels(s),
+                    values: increases(&s.samples, grid, window, per),
+                    labels: s.labels,
                 })
                 .collect();
             Ok(vectors)
@@ -91,7 +79,7 @@ fn select_instants(store: &Store, selector: &Selector, grid: Grid) -> Result<Vec
         .map(|s| Vector {
             name: Some(selector.metric.clone()),
             values: instants(&s.samples, grid, lookback),
-            labels: unwrap_labels(s),
+            labels: s.labels,
         })
         .collect())
 }
@@ -182,9 +170,9 @@ fn instants(samples: &[(i64, f64)], grid: Grid, lookback: i64) -> Vec<Option<f64
         .collect()
 }
 
-/// The counter growth in `(t - window, t]` for each instant `t`; `None` where no pair of
-/// samples ends in the window.
-fn increases(samples: &[(i64, f64)], grid: Grid, window: i64) -> Vec<Option<f64>> {
+/// The counter growth in `(t - window, t]` for each instant `t`, divided by `per`; `None` where
+/// no pair of samples ends in the window.
+fn increases(samples: &[(i64, f64)], grid: Grid, window: i64, per: f64) -> Vec<Option<f64>> {
     // prefix[k]: growth up to sample k, each step's growth counted at its later sample.
     let mut prefix = Vec::with_capacity(samples.len());
     let mut total = 0.0;
@@ -206,7 +194,7 @@ fn increases(samples: &[(i64, f64)], grid: Grid, window: i64) -> Vec<Option<f64>
             while lo < hi && samples[lo].0 <= t - window {
                 lo += 1;
             }
-            (lo < hi).then(|| prefix[hi - 1] - prefix[lo - 1])
+            (lo < hi).then(|| (prefix[hi - 1] - prefix[lo - 1]) / per)
         })
         .collect()
 }
@@ -219,7 +207,7 @@ fn aggregate(op: AggOp, by: &[String], inner: Vec<Vector>, grid: Grid) -> Vec<Ve
             .or_insert_with(|| vec![Acc::default(); grid.len]);
         for (acc, v) in accs.iter_mut().zip(vector.values) {
             if let Some(v) = v {
-                acc.add(v);
+                acc.add(op, v);
             }
         }
     }
@@ -227,7 +215,7 @@ fn aggregate(op: AggOp, by: &[String], inner: Vec<Vector>, grid: Grid) -> Vec<Ve
         .into_iter()
         .map(|(labels, accs)| Vector {
             name: None,
-            labels,
+            labels: Arc::new(labels),
             values: accs.iter().map(|a| a.result(op)).collect(),
         })
         .collect()
@@ -253,7 +241,7 @@ fn histogram_quantile(
         groups
             .entry(key)
             .or_default()
-            .push((upper, increases(&series.samples, grid, window)));
+            .push((upper, increases(&series.samples, grid, window, 1.0)));
     }
     Ok(groups
         .into_iter()
@@ -274,7 +262,7 @@ fn histogram_quantile(
                 .collect();
             Vector {
                 name: None,
-                labels,
+                labels: Arc::new(labels),
                 values,
             }
         })
@@ -284,43 +272,32 @@ fn histogram_quantile(
 /// A bucket's upper bound and its increase at each instant.
 type BucketIncreases = (f64, Vec<Option<f64>>);
 
-#[derive(Debug, Clone, Copy)]
+/// One instant of one group: the value folded so far and how many series gave one.
+#[derive(Debug, Clone, Copy, Default)]
 struct Acc {
-    sum: f64,
-    min: f64,
-    max: f64,
+    value: f64,
     count: u32,
 }
 
-impl Default for Acc {
-    fn default() -> Self {
-        Acc {
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            count: 0,
-        }
-    }
-}
-
 impl Acc {
-    fn add(&mut self, v: f64) {
-        self.sum += v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
+    /// Folds `v` in; min and max skip NaN, as `f64::min` does, unless every value is NaN.
+    #[inline]
+    fn add(&mut self, op: AggOp, v: f64) {
+        self.value = match (self.count, op) {
+            (0, _) => v,
+            (_, AggOp::Sum | AggOp::Avg) => self.value + v,
+            (_, AggOp::Min) => self.value.min(v),
+            (_, AggOp::Max) => self.value.max(v),
+            (_, AggOp::Count) => 0.0,
+        };
         self.count += 1;
     }
 
     fn result(&self, op: AggOp) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        Some(match op {
-            AggOp::Sum => self.sum,
-            AggOp::Avg => self.sum / f64::from(self.count),
-            AggOp::Min => self.min,
-            AggOp::Max => self.max,
+        (self.count > 0).then(|| match op {
+            AggOp::Avg => self.value / f64::from(self.count),
             AggOp::Count => f64::from(self.count),
+            _ => self.value,
         })
     }
 }
@@ -339,8 +316,4 @@ impl Grid {
 /// step, at least one store step.
 fn window(store: &Store, grid: Grid, range: Option<std::time::Duration>) -> i64 {
     range.map_or(grid.step.max(store.step_ms()), millis).max(1)
-}
-
-fn unwrap_labels(selected: Selected) -> Labels {
-    std::sync::Arc::unwrap_or_clone(selected.labels)
 }

@@ -1,18 +1,5 @@
-//! The query parser. Grammar (whitespace anywhere between tokens):
-//!
-//! ```text
-//! expr      = aggregate | rate | quantile | selector
-//! aggregate = ("sum" | "avg" | "min" | "max" | "count") [by] "(" expr ")" [by]
-//! rate      = ("rate" | "increase") "(" selector [range] ")"
-//! quantile  = "histogram_quantile" [by] "(" number "," selector [range] ")" [by]
-//! selector  = metric-name [ "{" [matcher ("," matcher)* [","]] "}" ]
-//! matcher   = tag-name ("=" | "!=" | "=~" | "!~") string
-//! by        = "by" "(" [tag-name ("," tag-name)* [","]] ")"
-//! range     = "[" duration "]"            e.g. [30s], [5m], [1h30m]; units ms s m h d w
-//! string    = "…" or '…' with \\ \" \' \n \t escapes
-//! ```
-//!
-//! Errors name the column and say how to fix the query.
+//! The query parser (grammar on the `query` module); errors name the column and say how to fix
+//! the query.
 
 use std::time::Duration;
 

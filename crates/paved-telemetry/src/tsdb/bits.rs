@@ -14,10 +14,20 @@ pub(crate) struct BitReader<'a> {
     words: &'a [u64],
     pos: u64,
     len: u64,
+    /// The bits actually there: `len`, or fewer when the words are short.
+    held: u64,
 }
 
 impl BitWriter {
+    pub(crate) fn with_capacity(words: usize) -> Self {
+        BitWriter {
+            words: Vec::with_capacity(words),
+            len: 0,
+        }
+    }
+
     /// Appends the low `n` bits of `value`, `n` ≤ 64.
+    #[inline]
     pub(crate) fn write(&mut self, value: u64, n: u32) {
         if n == 0 {
             return;
@@ -72,15 +82,22 @@ impl BitWriter {
 impl<'a> BitReader<'a> {
     /// Reads `len` bits of `words`; a `len` longer than the words makes the reads past them fail.
     pub(crate) fn new(words: &'a [u64], len: u64) -> Self {
-        BitReader { words, pos: 0, len }
+        let held = (words.len() as u64).saturating_mul(64);
+        BitReader {
+            words,
+            pos: 0,
+            len,
+            held: len.min(held),
+        }
     }
 
     /// The next `n` bits (`n` ≤ 64) as the low bits of the result.
+    #[inline(always)]
     pub(crate) fn read(&mut self, n: u32) -> Option<u64> {
         if n == 0 {
             return Some(0);
         }
-        if n > 64 || self.len - self.pos < u64::from(n) {
+        if n > 64 || self.held.saturating_sub(self.pos) < u64::from(n) {
             return None;
         }
         let index = (self.pos >> 6) as usize;
@@ -96,18 +113,38 @@ impl<'a> BitReader<'a> {
         Some(value)
     }
 
-    /// Counts one bits up to `max`, consuming the zero that ends a shorter run.
+    /// Counts one bits up to `max` (≤ 63), consuming the zero that ends a shorter run.
+    #[inline(always)]
     pub(crate) fn ones(&mut self, max: u32) -> Option<u32> {
-        let mut count = 0;
-        while count < max {
-            if self.read(1)? == 0 {
-                break;
-            }
-            count += 1;
+        let count = self.peek().leading_ones().min(max);
+        let used = u64::from(count + u32::from(count < max));
+        if self.held.saturating_sub(self.pos) < used {
+            return None;
         }
+        self.pos += used;
         Some(count)
     }
 
+    /// The next 64 bits, zeros past the end.
+    #[inline(always)]
+    fn peek(&self) -> u64 {
+        let index = (self.pos >> 6) as usize;
+        let used = (self.pos & 63) as u32;
+        let first = self.words.get(index).copied().unwrap_or(0) << used;
+        let second = match used {
+            0 => 0,
+            _ => self.words.get(index + 1).copied().unwrap_or(0) >> (64 - used),
+        };
+        let bits = first | second;
+        let left = self.held.saturating_sub(self.pos);
+        if left < 64 {
+            bits & !(u64::MAX >> left)
+        } else {
+            bits
+        }
+    }
+
+    #[inline]
     pub(crate) fn at_end(&self) -> bool {
         self.pos >= self.len
     }

@@ -4,13 +4,15 @@
 //!
 //! The store samples on a fixed step, so a sample's timestamp is implied by its position in the
 //! block: no timestamp is stored at all, where Gorilla spends at least a bit per sample on its
-//! delta-of-delta. A step without a sample costs one code in the stream (3 to 7 bits); steps after
+//! delta-of-delta. A step without a sample costs one code in the stream (3 or 6 bits); steps after
 //! the last sample cost nothing. Values get one of two encodings, chosen per block:
 //!
 //! - **Decimal integers** (*int mode*): a value that is exactly `n / 10^s` for an integer
 //!   `|n| ≤ 2^53` and a scale `0 ≤ s ≤ 9` (counts, bytes, pids, and seconds read from a
-//!   nanosecond clock) is stored as the delta-of-delta of `n`, in 1, 9, 15, 24, 37 or 70 bits: a
-//!   steady counter costs 1 bit per sample, a steadily rising one about 9. The scale only grows
+//!   microsecond or nanosecond clock) is stored as the delta-of-delta of `n`: 1 bit when it is
+//!   0 (a steady counter, a constant gauge), 9 or 15 bits when small; a larger one (a noisy
+//!   counter) takes its significant bits plus 4, reusing the width of the previous large one
+//!   when it fits, as Gorilla reuses its XOR window, or plus 11 to set a new width. The scale only grows
 //!   within a block (a code rescales the running state, which is exact because IEEE division is
 //!   correctly rounded); a value with no such form switches the block to float mode for good.
 //! - **Floats** (*float mode*), Gorilla's XOR coding: 1 bit when the value repeats, else the
@@ -32,10 +34,12 @@
 //! | code | meaning |
 //! |---|---|
 //! | `0` | delta-of-delta 0 |
-//! | `10` + 7, `110` + 12, `1110` + 20, `11110` + 32, `111110` + 64 bits | signed delta-of-delta |
-//! | `1111110` | no sample this step |
-//! | `11111110` + 4 bits | rescale to a larger scale; a sample code follows |
-//! | `11111111` | switch to float mode; a float sample code follows |
+//! | `10` + 7 bits, `110` + 12 bits | signed delta-of-delta |
+//! | `1110` + width bits | zigzag-encoded delta-of-delta in the last width set |
+//! | `11110` + 6-bit width-1 + bits | zigzag-encoded delta-of-delta, setting the width |
+//! | `111110` | no sample this step |
+//! | `1111110` + 4 bits | rescale to a larger scale; a sample code follows |
+//! | `1111111` | switch to float mode; a float sample code follows |
 //!
 //! and in float mode:
 //!
@@ -83,7 +87,12 @@ impl Encoder {
     /// Starts a block with its first sample, in int mode when the value has a decimal form and
     /// `float_only` is false.
     pub(crate) fn new(first: f64, float_only: bool) -> Self {
-        let mut bits = BitWriter::default();
+        Self::with_capacity(first, float_only, 0)
+    }
+
+    /// As [`Encoder::new`], with room for `words` 64-bit words before the buffer grows.
+    pub(crate) fn with_capacity(first: f64, float_only: bool, words: usize) -> Self {
+        let mut bits = BitWriter::with_capacity(words);
         let int = if float_only {
             None
         } else {
@@ -98,6 +107,7 @@ impl Encoder {
                     scale,
                     prev: n,
                     delta: 0,
+                    width: 0,
                 }
             }
             None => {
@@ -147,7 +157,10 @@ impl Encoder {
     }
 
     fn push_int(&mut self, n: i64) {
-        let Mode::Int { prev, delta, .. } = &mut self.mode else {
+        let Mode::Int {
+            prev, delta, width, ..
+        } = &mut self.mode
+        else {
             return;
         };
         let d = n.wrapping_sub(*prev);
@@ -158,12 +171,26 @@ impl Encoder {
             self.bits.bit(false);
             return;
         }
-        let class = DOD_BITS
-            .iter()
-            .position(|&b| fits(dod, b))
-            .unwrap_or(DOD_BITS.len() - 1);
-        self.bits.ones(class as u32 + 1, INT_MAX_CODE);
-        self.bits.write(dod as u64, DOD_BITS[class]);
+        match SMALL_DOD_BITS.iter().position(|&b| fits(dod, b)) {
+            Some(class) => {
+                self.bits.ones(class as u32 + 1, INT_MAX_CODE);
+                self.bits.write(dod as u64, SMALL_DOD_BITS[class]);
+            }
+            None => {
+                let zigzag = ((dod << 1) ^ (dod >> 63)) as u64;
+                let len = 64 - zigzag.leading_zeros();
+                let reuse = u32::from(*width);
+                if reuse >= len && REUSE_DOD + 1 + reuse <= WIDE_DOD + 1 + 6 + len {
+                    self.bits.ones(REUSE_DOD, INT_MAX_CODE);
+                    self.bits.write(zigzag, reuse);
+                } else {
+                    self.bits.ones(WIDE_DOD, INT_MAX_CODE);
+                    self.bits.write(u64::from(len - 1), 6);
+                    self.bits.write(zigzag, len);
+                    *width = len as u8;
+                }
+            }
+        }
     }
 
     fn push_float(&mut self, v: f64) {
@@ -220,6 +247,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The next step, `None` at the end of the block.
+    #[inline]
     pub(crate) fn next_step(&mut self) -> Result<Option<Step>, CodecError> {
         if self.bits.at_end() {
             return Ok(None);
@@ -244,6 +272,7 @@ impl<'a> Decoder<'a> {
                 scale,
                 prev: self.read(64)? as i64,
                 delta: 0,
+                width: 0,
             }
         } else {
             Mode::float(f64::from_bits(self.read(64)?))
@@ -252,14 +281,27 @@ impl<'a> Decoder<'a> {
         Ok(Step::Sample(mode.value()))
     }
 
+    #[inline]
     fn int_step(&mut self) -> Result<Step, CodecError> {
         let code = self.ones(INT_MAX_CODE)?;
         let dod = match code {
             0 => 0,
-            1..=5 => {
-                let bits = DOD_BITS[code as usize - 1];
+            1 | 2 => {
+                let bits = SMALL_DOD_BITS[code as usize - 1];
                 let raw = self.read(bits)?;
                 ((raw << (64 - bits)) as i64) >> (64 - bits)
+            }
+            REUSE_DOD => match self.mode {
+                Some(Mode::Int { width, .. }) if width > 0 => unzigzag(self.read(u32::from(width))?),
+                _ => return Err(CodecError("delta width reused before one was set")),
+            },
+            WIDE_DOD => {
+                let len = self.read(6)? as u32 + 1;
+                let dod = unzigzag(self.read(len)?);
+                if let Some(Mode::Int { width, .. }) = &mut self.mode {
+                    *width = len as u8;
+                }
+                dod
             }
             INT_SKIP => return Ok(Step::Skip),
             RESCALE => {
@@ -278,7 +320,10 @@ impl<'a> Decoder<'a> {
                 return self.float_step();
             }
         };
-        let Some(Mode::Int { scale, prev, delta }) = &mut self.mode else {
+        let Some(Mode::Int {
+            scale, prev, delta, ..
+        }) = &mut self.mode
+        else {
             return Err(CodecError("int code outside int mode"));
         };
         *delta = delta.wrapping_add(dod);
@@ -286,6 +331,7 @@ impl<'a> Decoder<'a> {
         Ok(Step::Sample(int_value(*prev, *scale)))
     }
 
+    #[inline]
     fn float_step(&mut self) -> Result<Step, CodecError> {
         let code = self.ones(FLOAT_SKIP)?;
         if code == FLOAT_SKIP {
@@ -329,12 +375,116 @@ impl<'a> Decoder<'a> {
         Ok(Step::Sample(f64::from_bits(*prev)))
     }
 
+    #[inline(always)]
     fn read(&mut self, n: u32) -> Result<u64, CodecError> {
         self.bits.read(n).ok_or(CodecError("ends inside a sample"))
     }
 
+    #[inline(always)]
     fn ones(&mut self, max: u32) -> Result<u32, CodecError> {
         self.bits.ones(max).ok_or(CodecError("ends inside a code"))
+    }
+}
+
+/// Decodes a whole block, calling `f(step, value)` for each sample (`step` counts from the
+/// block's first sample); returns how many steps it holds. The same as calling
+/// [`Decoder::next_step`] to the end, with the running state in locals: queries spend most of
+/// their time here.
+pub(crate) fn decode_all(words: &[u64], len: u64, mut f: impl FnMut(u64, f64)) -> Result<u64, CodecError> {
+    let mut d = Decoder::new(words, len);
+    if d.bits.at_end() {
+        return Ok(0);
+    }
+    if let Step::Sample(v) = d.first()? {
+        f(0, v);
+    }
+    let mut step = 1;
+    let mut code_due = false;
+    if let Some(Mode::Int {
+        mut scale,
+        mut prev,
+        mut delta,
+        mut width,
+    }) = d.mode
+    {
+        loop {
+            if !code_due && d.bits.at_end() {
+                return Ok(step);
+            }
+            code_due = false;
+            let dod = match d.ones(INT_MAX_CODE)? {
+                0 => 0,
+                1 => sign_extend(d.read(7)?, 7),
+                2 => sign_extend(d.read(12)?, 12),
+                REUSE_DOD if width > 0 => unzigzag(d.read(u32::from(width))?),
+                REUSE_DOD => return Err(CodecError("delta width reused before one was set")),
+                WIDE_DOD => {
+                    let len = d.read(6)? as u32 + 1;
+                    width = len as u8;
+                    unzigzag(d.read(len)?)
+                }
+                INT_SKIP => {
+                    step += 1;
+                    continue;
+                }
+                RESCALE => {
+                    let to = d.read(4)? as u8;
+                    if to <= scale || to > MAX_SCALE {
+                        return Err(CodecError("rescale to a smaller or unknown scale"));
+                    }
+                    let m = POW10_I64[usize::from(to - scale)];
+                    (prev, delta, scale) = (prev.wrapping_mul(m), delta.wrapping_mul(m), to);
+                    code_due = true;
+                    continue;
+                }
+                _ => {
+                    d.mode = Some(Mode::float(int_value(prev, scale)));
+                    code_due = true;
+                    break;
+                }
+            };
+            delta = delta.wrapping_add(dod);
+            prev = prev.wrapping_add(delta);
+            f(step, int_value(prev, scale));
+            step += 1;
+        }
+    }
+    let Some(Mode::Float {
+        mut prev,
+        mut leading,
+        mut trailing,
+    }) = d.mode
+    else {
+        return Ok(step);
+    };
+    loop {
+        if !code_due && d.bits.at_end() {
+            return Ok(step);
+        }
+        code_due = false;
+        match d.ones(FLOAT_SKIP)? {
+            0 => {}
+            1 if leading != NO_WINDOW => {
+                let significant = 64 - u32::from(leading) - u32::from(trailing);
+                prev ^= d.read(significant)? << trailing;
+            }
+            1 => return Err(CodecError("xor window reused before one was set")),
+            2 => {
+                let lz = d.read(5)? as u8;
+                let significant = d.read(6)? as u8 + 1;
+                if lz + significant > 64 {
+                    return Err(CodecError("xor window wider than 64 bits"));
+                }
+                (leading, trailing) = (lz, 64 - lz - significant);
+                prev ^= d.read(u32::from(significant))? << trailing;
+            }
+            _ => {
+                step += 1;
+                continue;
+            }
+        }
+        f(step, f64::from_bits(prev));
+        step += 1;
     }
 }
 
@@ -357,8 +507,18 @@ pub(crate) fn reencode_float(words: &[u64], len: u64) -> Option<Encoder> {
 
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    Int { scale: u8, prev: i64, delta: i64 },
-    Float { prev: u64, leading: u8, trailing: u8 },
+    /// `width`: the bit width of the last wide delta-of-delta, 0 before the first.
+    Int {
+        scale: u8,
+        prev: i64,
+        delta: i64,
+        width: u8,
+    },
+    Float {
+        prev: u64,
+        leading: u8,
+        trailing: u8,
+    },
 }
 
 impl Mode {
@@ -381,12 +541,18 @@ impl Mode {
     /// the values stay in range, the decoder wraps as the encoder did.
     fn rescaled(self, to: u8) -> Self {
         match self {
-            Mode::Int { scale, prev, delta } => {
+            Mode::Int {
+                scale,
+                prev,
+                delta,
+                width,
+            } => {
                 let m = POW10_I64[usize::from(to.saturating_sub(scale).min(MAX_SCALE))];
                 Mode::Int {
                     scale: to,
                     prev: prev.wrapping_mul(m),
                     delta: delta.wrapping_mul(m),
+                    width,
                 }
             }
             float => float,
@@ -409,11 +575,15 @@ const POW10_I64: [i64; 10] = [
     100_000_000,
     1_000_000_000,
 ];
-/// Payload widths of the delta-of-delta classes `10`, `110`, `1110`, `11110`, `111110`.
-const DOD_BITS: [u32; 5] = [7, 12, 20, 32, 64];
-const INT_SKIP: u32 = 6;
-const RESCALE: u32 = 7;
-const SWITCH: u32 = 8;
+/// Payload widths of the delta-of-delta classes `10` and `110`.
+const SMALL_DOD_BITS: [u32; 2] = [7, 12];
+/// `1110` + the zigzag-encoded delta-of-delta in as many bits as the last `WIDE_DOD` took.
+const REUSE_DOD: u32 = 3;
+/// `11110` + 6-bit length-1 + the zigzag-encoded delta-of-delta in that many bits.
+const WIDE_DOD: u32 = 4;
+const INT_SKIP: u32 = 5;
+const RESCALE: u32 = 6;
+const SWITCH: u32 = 7;
 const INT_MAX_CODE: u32 = SWITCH;
 const FLOAT_SKIP: u32 = 3;
 const NO_WINDOW: u8 = u8::MAX;
@@ -428,8 +598,19 @@ fn to_int(v: f64, scale: u8) -> Option<i64> {
     (int_value(n, scale).to_bits() == v.to_bits()).then_some(n)
 }
 
+#[inline]
 fn int_value(n: i64, scale: u8) -> f64 {
     n as f64 / POW10[usize::from(scale.min(MAX_SCALE))]
+}
+
+#[inline]
+fn sign_extend(raw: u64, bits: u32) -> i64 {
+    ((raw << (64 - bits)) as i64) >> (64 - bits)
+}
+
+#[inline]
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 fn fits(v: i64, bits: u32) -> bool {

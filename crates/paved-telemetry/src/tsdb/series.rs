@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::codec::{CodecError, Decoder, Encoder, Step, reencode_float};
+use super::codec::{CodecError, Encoder, decode_all, reencode_float};
 
 /// The samples of one series.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ impl SeriesData {
                 if let Some(head) = self.head.take() {
                     self.sealed.push_back(head.seal());
                 }
-                self.head = Some(Head::new(number, offset, value));
+                self.head = Some(Head::new(number, offset, value, 0));
             }
         }
         Ok(())
@@ -117,7 +117,7 @@ impl SeriesData {
             slot = Some(s);
             match &mut data.head {
                 Some(head) => head.push((s % steps) as u16, v),
-                None => data.head = Some(Head::new(s / steps, (s % steps) as u16, v)),
+                None => data.head = Some(Head::new(s / steps, (s % steps) as u16, v, last.words.len())),
             }
         })?;
         data.last_slot = slot;
@@ -143,24 +143,23 @@ impl SeriesData {
 impl Block {
     /// Calls `f(slot, value)` for each sample, in order.
     pub(crate) fn decode(&self, steps: u64, mut f: impl FnMut(u64, f64)) -> Result<(), CodecError> {
-        let mut decoder = Decoder::new(&self.words, u64::from(self.len_bits));
-        let mut slot = self
+        let first = self
             .number
             .saturating_mul(steps)
             .saturating_add(u64::from(self.start));
         let end = self.number.saturating_add(1).saturating_mul(steps);
-        let mut samples = 0u16;
-        while let Some(step) = decoder.next_step()? {
-            if slot >= end {
-                return Err(CodecError::new("more steps than a block holds"));
-            }
-            if let Step::Sample(v) = step {
+        let mut samples = 0u64;
+        let held = decode_all(&self.words, u64::from(self.len_bits), |step, v| {
+            let slot = first.saturating_add(step);
+            if slot < end {
                 f(slot, v);
-                samples = samples.saturating_add(1);
+                samples += 1;
             }
-            slot += 1;
+        })?;
+        if first.saturating_add(held) > end {
+            return Err(CodecError::new("more steps than a block holds"));
         }
-        if samples != self.samples {
+        if samples != u64::from(self.samples) {
             return Err(CodecError::new("sample count does not match the block header"));
         }
         Ok(())
@@ -176,13 +175,13 @@ impl Block {
 }
 
 impl Head {
-    fn new(number: u64, offset: u16, value: f64) -> Self {
+    fn new(number: u64, offset: u16, value: f64, capacity: usize) -> Self {
         Head {
             number,
             start: offset,
             last: offset,
             samples: 1,
-            encoder: Encoder::new(value, false),
+            encoder: Encoder::with_capacity(value, false, capacity),
         }
     }
 

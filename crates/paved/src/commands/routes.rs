@@ -151,7 +151,11 @@ fn route_of(args: RouteArgs, current: Option<Route>) -> anyhow::Result<Route> {
         route.path_prefix = path;
     }
     if !args.to.is_empty() {
-        route.backends = args.to.iter().map(|t| backend(t)).collect::<anyhow::Result<_>>()?;
+        route.backends = args
+            .to
+            .iter()
+            .map(|t| backend(t))
+            .collect::<anyhow::Result<_>>()?;
     }
     if let Some(header) = args.sticky_header {
         route.sticky_header = header;
@@ -208,7 +212,11 @@ fn routes_table(routes: &[Route]) -> Table {
             .backends
             .iter()
             .map(|b| {
-                let port = if b.port.is_empty() { String::new() } else { format!(":{}", b.port) };
+                let port = if b.port.is_empty() {
+                    String::new()
+                } else {
+                    format!(":{}", b.port)
+                };
                 format!("{}{port}={}", b.job, b.weight)
             })
             .collect();
@@ -219,7 +227,11 @@ fn routes_table(routes: &[Route]) -> Table {
         };
         table.row(vec![
             r.name.clone(),
-            if r.hosts.is_empty() { "*".to_owned() } else { r.hosts.join(",") },
+            if r.hosts.is_empty() {
+                "*".to_owned()
+            } else {
+                r.hosts.join(",")
+            },
             r.path_prefix.clone(),
             to.join(","),
             sticky,
@@ -263,7 +275,9 @@ mod tests {
     #[test]
     fn backends_read_job_port_and_weight() {
         let check = |text: &str, expected: Result<(&str, &str, u32), &str>| match (backend(text), expected) {
-            (Ok(b), Ok((job, port, weight))) => assert_eq!((b.job.as_str(), b.port.as_str(), b.weight), (job, port, weight)),
+            (Ok(b), Ok((job, port, weight))) => {
+                assert_eq!((b.job.as_str(), b.port.as_str(), b.weight), (job, port, weight))
+            }
             (Err(e), Err(fragment)) => assert!(e.to_string().contains(fragment), "{e}"),
             (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
         };

@@ -176,3 +176,41 @@ fn truncated_blocks_are_errors() {
     let outcome = std::iter::from_fn(|| decoder.next_step().transpose()).find(Result::is_err);
     assert!(outcome.is_some(), "reading past the real end is an error");
 }
+
+/// What [`decode_all`] reports, as steps: samples where it called back, skips elsewhere.
+fn decode_fast(words: &[u64], len: u64) -> Result<Vec<Step>, CodecError> {
+    let mut out = Vec::new();
+    let steps = decode_all(words, len, |step, v| {
+        out.resize(step as usize, Step::Skip);
+        out.push(Step::Sample(v));
+    })?;
+    out.resize(steps as usize, Step::Skip);
+    Ok(out)
+}
+
+fn decode_slow(words: &[u64], len: u64) -> Result<Vec<Step>, CodecError> {
+    let mut decoder = Decoder::new(words, len);
+    std::iter::from_fn(|| decoder.next_step().transpose()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_fast_decoder_agrees_with_the_step_decoder(steps in steps(), float_only in any::<bool>()) {
+        let (_, encoder) = round_trip(&steps, float_only);
+        let (words, len) = (encoder.bits().words(), encoder.bits().len());
+        let fast = decode_fast(words, len).expect("decodes");
+        prop_assert_eq!(bits(&fast), bits(&steps));
+    }
+
+    #[test]
+    fn the_fast_decoder_fails_where_the_step_decoder_does(words in prop::collection::vec(any::<u64>(), 0..6), len in 0u64..400) {
+        let fast = decode_fast(&words, len).map(|s| bits(&s));
+        let slow = decode_slow(&words, len).map(|s| bits(&s));
+        prop_assert_eq!(fast.is_ok(), slow.is_ok());
+        if let (Ok(fast), Ok(slow)) = (fast, slow) {
+            prop_assert_eq!(fast, slow);
+        }
+    }
+}
