@@ -200,6 +200,60 @@ pub static TASK_PIDS: GaugeDef = GaugeDef::new(
     "Processes and threads in the task's cgroup.",
 );
 
+// ---- the edge proxy ------------------------------------------------------------------------------
+
+const ROUTE_JOB: &[&str] = &["route", "job"];
+
+pub static PROXY_REQUESTS: CounterDef = CounterDef::new(
+    "paved_proxy_requests_total",
+    Unit::Count("requests"),
+    &["route", "job", "class"],
+    "Requests the proxy answered, by route, backend job and status class (1xx to 5xx); route and \
+     job are - for requests no route matched.",
+);
+
+pub static PROXY_REQUEST_DURATION: HistogramDef = HistogramDef::new(
+    "paved_proxy_request_duration_seconds",
+    Unit::Seconds,
+    ROUTE_JOB,
+    "Time from a request's arrival to its response headers, retries and injected delays included.",
+);
+
+pub static PROXY_IN_FLIGHT: GaugeDef = GaugeDef::new(
+    "paved_proxy_in_flight_requests",
+    Unit::Count("requests"),
+    ROUTE_JOB,
+    "Requests proxied to an upstream whose response has not yet ended.",
+);
+
+pub static PROXY_UPSTREAM_ERRORS: CounterDef = CounterDef::new(
+    "paved_proxy_upstream_errors_total",
+    Unit::Count("errors"),
+    &["route", "job", "kind"],
+    "Upstream attempts that failed, by kind: connect, timeout, reset, or status (a 5xx answer).",
+);
+
+pub static PROXY_RETRIES: CounterDef = CounterDef::new(
+    "paved_proxy_retries_total",
+    Unit::Count("retries"),
+    ROUTE_JOB,
+    "Requests sent again to another endpoint after a failed attempt.",
+);
+
+pub static PROXY_EJECTIONS: CounterDef = CounterDef::new(
+    "paved_proxy_ejections_total",
+    Unit::Count("ejections"),
+    ROUTE_JOB,
+    "Endpoints taken out of balancing after consecutive failures, by the route that saw the last.",
+);
+
+pub static PROXY_INJECTED_FAULTS: CounterDef = CounterDef::new(
+    "paved_proxy_injected_faults_total",
+    Unit::Count("faults"),
+    &["route", "action"],
+    "Requests hit by an injected fault, by action (delay or abort).",
+);
+
 // ---- the time-series store ---------------------------------------------------------------------
 
 pub static TSDB_SERIES: GaugeDef = GaugeDef::new(
@@ -238,6 +292,13 @@ pub static ALL: &[&MetricDef] = &[
     &API_REQUEST_DURATION.0,
     &API_REQUESTS.0,
     &CONTROL_RECONCILE_DURATION.0,
+    &PROXY_EJECTIONS.0,
+    &PROXY_IN_FLIGHT.0,
+    &PROXY_INJECTED_FAULTS.0,
+    &PROXY_REQUEST_DURATION.0,
+    &PROXY_REQUESTS.0,
+    &PROXY_RETRIES.0,
+    &PROXY_UPSTREAM_ERRORS.0,
     &SCHEDULER_PLACEMENTS.0,
     &TASK_CPU.0,
     &TASK_MEMORY.0,

@@ -270,7 +270,7 @@ fn default_pids() -> u32 {
 }
 
 /// Serde for a `Duration` as whole milliseconds, the unit the API uses.
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1,11 +1,12 @@
-//! paved's domain types: jobs, tasks and nodes, the manifest that describes a job, and the task
-//! state machine. Pure data and rules; this crate does no I/O, so every rule is testable as a
-//! plain function.
+//! paved's domain types: jobs, tasks and nodes, the manifest that describes a job, the task
+//! state machine, and the proxy's routes and faults. Pure data and rules; this crate does no
+//! I/O, so every rule is testable as a plain function.
 #![forbid(unsafe_code)]
 
 pub mod job;
 pub mod manifest;
 pub mod node;
+pub mod route;
 pub mod task;
 pub mod units;
 
@@ -15,6 +16,7 @@ pub use job::{
 };
 pub use manifest::{ManifestError, ManifestProblem, parse_manifest};
 pub use node::Node;
+pub use route::{Backend, Fault, FaultAction, Route, RouteError, Sticky};
 pub use task::{Desired, Health, Task, TaskState, TransitionError};
 
 /// The tenant every object belongs to until multi-tenancy brings more of them.

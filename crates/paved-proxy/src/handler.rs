@@ -1,0 +1,338 @@
+//! One request through the proxy: route, backend, faults, endpoint, upstream attempts with
+//! retries under the route's timeout, passive health, metrics.
+//!
+//! Retries: a failed attempt is sent again, to another endpoint when there is one, when the
+//! route allows more attempts, the global budget has a retry, the body can be replayed (empty,
+//! or small and buffered), and either the connect failed (so the request never reached an
+//! upstream, whatever its method) or the method is idempotent (GET, HEAD, OPTIONS, PUT,
+//! DELETE, TRACE) and the attempt ended in a reset or a 502/503/504.
+//!
+//! The route's timeout bounds the time to response headers, retries included; bodies then
+//! stream for as long as they take (a gRPC stream may last hours).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use paved_telemetry::Registry;
+
+use crate::balance::{self, hash_str};
+use crate::body::{InFlight, ProxyBody};
+use crate::budget::RetryBudget;
+use crate::config::ProxyConfig;
+use crate::endpoint::{EndpointState, FailureOutcome};
+use crate::env::{Clock, Dice};
+use crate::headers::{self, Forwarding};
+use crate::metrics::ErrorKind;
+use crate::table::{BackendEntry, RouteEntry, StickyKey, Table};
+use crate::upstream::{UpstreamError, Upstreams};
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) table: ArcSwap<Table>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) budget: RetryBudget,
+    pub(crate) config: ProxyConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dice: Dice,
+    pub(crate) registry: Registry,
+}
+
+/// The request as it will be sent upstream, kept to build each attempt.
+struct Outgoing {
+    method: Method,
+    path: PathAndQuery,
+    headers: HeaderMap,
+    /// `None` once moved into an attempt that could not be retried.
+    body: Option<ProxyBody>,
+    /// Whether the body can be sent again (it is in memory).
+    replayable: bool,
+    h2: bool,
+    idempotent: bool,
+}
+
+/// Serves one request; every failure becomes a response.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<Forwarding>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let route = {
+        let table = shared.table.load();
+        let found = table.find(headers::request_host(&req), req.uri().path());
+        match found {
+            Some(route) => route.clone(),
+            None => {
+                table.unrouted.answered(404, started.elapsed());
+                return Ok(no_route(&req));
+            }
+        }
+    };
+    shared.budget.deposit();
+    let sticky = sticky_hash(&route, req.headers());
+    let backend = route.backend(sticky, || shared.dice.u64());
+    let response = proxy(&shared, &conn, &route, backend, sticky, req).await;
+    backend
+        .metrics
+        .answered(response.status().as_u16(), started.elapsed());
+    Ok(response)
+}
+
+async fn proxy(
+    shared: &Shared,
+    conn: &Forwarding,
+    route: &RouteEntry,
+    backend: &BackendEntry,
+    sticky: Option<u64>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if !route.faults.is_empty() {
+        let verdict = route
+            .faults
+            .roll(req.headers(), shared.clock.now_ms(), &shared.dice);
+        if !verdict.delay.is_zero() {
+            route.metrics.delays.inc();
+            tokio::time::sleep(verdict.delay).await;
+        }
+        if let Some((status, id)) = verdict.abort {
+            route.metrics.aborts.inc();
+            return text(status, format!("fault {id} injected on route {}\n", route.name));
+        }
+    }
+    let mut outgoing = match Outgoing::new(req, conn, shared, route).await {
+        Ok(outgoing) => outgoing,
+        Err(response) => return response,
+    };
+    let mut current: Option<&EndpointState> = None;
+    let attempts = attempts(shared, route, backend, sticky, &mut outgoing, &mut current);
+    match tokio::time::timeout(route.timeout, attempts).await {
+        Ok(response) => response,
+        Err(_) => {
+            if let Some(endpoint) = current {
+                fail(shared, backend, endpoint, ErrorKind::Timeout);
+            }
+            let timeout = paved_types::units::format_duration(route.timeout);
+            let message = format!(
+                "job {} did not answer within {timeout} (route {})\n",
+                backend.job, route.name
+            );
+            text(StatusCode::GATEWAY_TIMEOUT, message)
+        }
+    }
+}
+
+/// Sends attempts until one answers or retrying is not allowed; `current` is the endpoint of
+/// the attempt under way, for the caller to blame on timeout.
+async fn attempts<'a>(
+    shared: &Shared,
+    route: &RouteEntry,
+    backend: &'a BackendEntry,
+    sticky: Option<u64>,
+    outgoing: &mut Outgoing,
+    current: &mut Option<&'a EndpointState>,
+) -> Response<ProxyBody> {
+    let mut tried: Vec<&EndpointState> = Vec::new();
+    let mut attempt = 0;
+    loop {
+        let admitted = |e: &EndpointState| e.is_admitted(|| shared.clock.now_ms());
+        let Some(endpoint) = balance::choose(&backend.endpoints, sticky, &shared.dice, admitted, &tried)
+        else {
+            let message = format!(
+                "no endpoint of job {} is available (route {})\n",
+                backend.job, route.name
+            );
+            return text(StatusCode::SERVICE_UNAVAILABLE, message);
+        };
+        *current = Some(endpoint);
+        let may_retry = attempt < route.retries;
+        let Some(request) = outgoing.attempt(endpoint, may_retry) else {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot build the upstream request\n".to_owned(),
+            );
+        };
+        let in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+        let sent = Instant::now();
+        let result = shared.upstreams.send(outgoing.h2, request).await;
+        let retry = |retriable: bool| {
+            let ok = retriable && may_retry && outgoing.replayable && shared.budget.withdraw();
+            if ok {
+                backend.metrics.retries.inc();
+            }
+            ok
+        };
+        match result {
+            Ok(response) => {
+                endpoint.observe_latency(sent.elapsed());
+                let status = response.status();
+                if status.is_server_error() {
+                    fail(shared, backend, endpoint, ErrorKind::Status);
+                } else {
+                    endpoint.record_success();
+                }
+                let retriable = outgoing.idempotent && matches!(status.as_u16(), 502..=504);
+                if !retry(retriable) {
+                    return respond(response, in_flight);
+                }
+            }
+            Err(UpstreamError { kind, message }) => {
+                fail(shared, backend, endpoint, kind);
+                if !retry(kind == ErrorKind::Connect || outgoing.idempotent) {
+                    let message = format!(
+                        "upstream {} (task {}) of job {} failed: {message}\n",
+                        endpoint.addr, endpoint.task, backend.job
+                    );
+                    return text(StatusCode::BAD_GATEWAY, message);
+                }
+            }
+        }
+        tried.push(endpoint);
+        attempt += 1;
+    }
+}
+
+impl Outgoing {
+    /// Prepares the request for upstreams: headers rewritten, and a small body of a request
+    /// that may be retried read into memory. An unreadable body answers 400.
+    async fn new(
+        req: Request<Incoming>,
+        conn: &Forwarding,
+        shared: &Shared,
+        route: &RouteEntry,
+    ) -> Result<Outgoing, Response<ProxyBody>> {
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        let grpc = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if parts.version == Version::HTTP_2
+            && !headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, host);
+        }
+        headers::strip_hop_by_hop(&mut headers);
+        conn.apply(&mut headers, parts.version);
+        headers::ensure_traceparent(&mut headers, &shared.dice);
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        );
+        let limit = shared.config.pool.retry_buffer_bytes as u64;
+        let body = if body.is_end_stream() {
+            ProxyBody::Empty
+        } else if route.retries > 0 && !grpc && body.size_hint().exact().is_some_and(|n| n <= limit) {
+            match tokio::time::timeout(route.timeout, body.collect()).await {
+                Ok(Ok(collected)) => ProxyBody::Full(Some(collected.to_bytes())),
+                _ => {
+                    return Err(text(
+                        StatusCode::BAD_REQUEST,
+                        "cannot read the request body\n".to_owned(),
+                    ));
+                }
+            }
+        } else {
+            ProxyBody::Stream(body, None)
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let replayable = !matches!(body, ProxyBody::Stream(..));
+        Ok(Outgoing {
+            method: parts.method,
+            path,
+            headers,
+            body: Some(body),
+            replayable,
+            h2: grpc,
+            idempotent,
+        })
+    }
+
+    /// The request for one attempt at `endpoint`: a copy when another may follow, else the
+    /// original moved out (`None` if it already was).
+    fn attempt(&mut self, endpoint: &EndpointState, keep: bool) -> Option<Request<ProxyBody>> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(self.path.clone())
+            .build()
+            .ok()?;
+        let replay = if keep {
+            self.body.as_ref().and_then(ProxyBody::replay)
+        } else {
+            None
+        };
+        let (headers, body) = match replay {
+            Some(body) => (self.headers.clone(), body),
+            None => (std::mem::take(&mut self.headers), self.body.take()?),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = if self.h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+}
+
+/// Counts a failed attempt against `endpoint`; ejects it at the threshold unless it is the
+/// job's last admitted endpoint.
+fn fail(shared: &Shared, backend: &BackendEntry, endpoint: &EndpointState, kind: ErrorKind) {
+    backend.metrics.upstream_error(kind);
+    let now = shared.clock.now_ms();
+    let outcome = endpoint.record_failure(now, &shared.config.ejection, || {
+        backend.others_admitted(endpoint, now)
+    });
+    if outcome == FailureOutcome::Ejected {
+        backend.metrics.ejections.inc();
+        tracing::debug!(job = %backend.job, task = %endpoint.task, addr = %endpoint.addr, "endpoint ejected");
+    }
+}
+
+/// The upstream's response, hop-by-hop headers removed, its body streamed through.
+fn respond(response: Response<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Stream(body, Some(in_flight)))
+}
+
+fn sticky_hash(route: &RouteEntry, headers: &HeaderMap) -> Option<u64> {
+    let value = match route.sticky.as_ref()? {
+        StickyKey::Header(name) => headers.get(name)?.to_str().ok()?,
+        StickyKey::Cookie(name) => headers::cookie(headers, name)?,
+    };
+    Some(hash_str(value))
+}
+
+fn no_route<B>(req: &Request<B>) -> Response<ProxyBody> {
+    let host = headers::request_host(req).unwrap_or("(none)");
+    let message = format!("no route for host {host} path {}\n", req.uri().path());
+    text(StatusCode::NOT_FOUND, message)
+}
+
+fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Full(Some(Bytes::from(message))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
