@@ -49,6 +49,10 @@ pub struct AgentConfig {
     pub log_limit_bytes: u64,
     /// Between SIGTERM and SIGKILL when stopping a task.
     pub stop_grace: Duration,
+    /// Before SIGTERM, when a task that serves ports is asked to stop: time for the edge router,
+    /// which drops a task from its endpoints once its desired state is `stop`, to send it no
+    /// new requests and for those in flight to finish.
+    pub drain: Duration,
     pub ports: Range<u16>,
     pub heartbeat: Duration,
 }
@@ -92,6 +96,7 @@ impl Default for AgentConfig {
             memory_bytes: 1 << 30,
             log_limit_bytes: 10 << 20,
             stop_grace: Duration::from_secs(5),
+            drain: Duration::from_secs(1),
             ports: 20000..32000,
             heartbeat: Duration::from_secs(5),
         }

@@ -19,8 +19,16 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Hands out ports of `range`, starting at a random one: agents (and the in-process
+    /// platforms of tests) that share a host rarely reach for the same port at the same time,
+    /// when one task's server has not bound its port yet and the port still looks free.
     pub fn new(range: Range<u16>) -> Self {
-        let next = range.start;
+        use rand::Rng as _;
+        let next = if range.is_empty() {
+            range.start
+        } else {
+            rand::rng().random_range(range.clone())
+        };
         Ports {
             range,
             used: BTreeSet::new(),
@@ -96,7 +104,8 @@ mod tests {
     fn skips_ports_in_use_by_others() {
         let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 18100)).unwrap();
         let mut ports = Ports::new(18100..18103);
-        let got = ports.allocate(2).unwrap();
+        let mut got = ports.allocate(2).unwrap();
+        got.sort_unstable();
         assert_eq!(got, [18101, 18102]);
         drop(held);
     }

@@ -329,7 +329,13 @@ impl Supervisor<'_> {
         let acts_on_health = job.spec.kind == JobKind::Service;
         let outcome = tokio::select! {
             status = runtime.wait(&process) => Outcome::Exited(status.unwrap_or_else(lost)),
-            _ = stop_requested(&mut self.desired) => Outcome::Stopped(self.stop(&process).await),
+            _ = stop_requested(&mut self.desired) => {
+                if !job.spec.ports.is_empty() {
+                    // Asked to stop, so no longer an endpoint: let traffic move off it first.
+                    tokio::time::sleep(self.agent.inner.config.drain).await;
+                }
+                Outcome::Stopped(self.stop(&process).await)
+            }
             reason = Monitor::unhealthy(monitor.as_mut().filter(|_| acts_on_health)) => {
                 info!(task = %self.task_id, %reason, "stopping an unhealthy task");
                 // Handled as a failed run whatever its exit code: the reason is the error.

@@ -97,6 +97,11 @@ impl Api {
         }
     }
 
+    /// A fresh id for a fault.
+    pub(crate) fn new_fault_id(&self) -> String {
+        format!("f-{}", self.inner.ids.job_id())
+    }
+
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
     }

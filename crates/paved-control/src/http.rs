@@ -8,8 +8,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use paved_api::v1::{
-    self as pb, jobs_server::Jobs, metrics_server::Metrics, nodes_server::Nodes, system_server::System,
-    tasks_server::Tasks,
+    self as pb, jobs_server::Jobs, metrics_server::Metrics, nodes_server::Nodes, routing_server::Routing,
+    system_server::System, tasks_server::Tasks,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::{Request, Status};
@@ -34,6 +34,13 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/tenants/{tenant}", axum::routing::put(set_tenant))
+        .route("/v1/routes", get(list_routes).post(create_route))
+        .route(
+            "/v1/routes/{route}",
+            axum::routing::put(set_route).delete(delete_route),
+        )
+        .route("/v1/faults", get(list_faults).post(add_fault))
+        .route("/v1/faults/halt", post(halt_faults))
         .route("/v1/metrics", get(list_metrics))
         .route("/v1/metrics/query", get(query_metrics))
         .route("/metrics", get(prometheus))
@@ -207,6 +214,56 @@ async fn set_tenant(State(api): State<Api>, Path(tenant): Path<String>, body: By
         Err(response) => return response,
     };
     reply(api.set_tenant(Request::new(req)).await)
+}
+
+async fn list_routes(State(api): State<Api>) -> Response {
+    reply(api.list_routes(Request::new(pb::ListRoutesRequest {})).await)
+}
+
+/// `POST /v1/routes` with a `Route`: creates it, 409 if it exists.
+async fn create_route(State(api): State<Api>, body: Bytes) -> Response {
+    match decode::<pb::Route>(&body) {
+        Ok(route) => put_route(api, route, false).await,
+        Err(response) => response,
+    }
+}
+
+/// `PUT /v1/routes/{name}` with a `Route`: creates or replaces it.
+async fn set_route(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
+    match decode::<pb::Route>(&body) {
+        Ok(route) => put_route(api, pb::Route { name, ..route }, true).await,
+        Err(response) => response,
+    }
+}
+
+async fn put_route(api: Api, route: pb::Route, replace: bool) -> Response {
+    let req = pb::PutRouteRequest {
+        route: Some(route),
+        replace,
+    };
+    reply(api.put_route(Request::new(req)).await)
+}
+
+async fn delete_route(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    reply(
+        api.delete_route(Request::new(pb::DeleteRouteRequest { name }))
+            .await,
+    )
+}
+
+async fn list_faults(State(api): State<Api>) -> Response {
+    reply(api.list_faults(Request::new(pb::ListFaultsRequest {})).await)
+}
+
+async fn add_fault(State(api): State<Api>, body: Bytes) -> Response {
+    match decode::<pb::AddFaultRequest>(&body) {
+        Ok(req) => reply(api.add_fault(Request::new(req)).await),
+        Err(response) => response,
+    }
+}
+
+async fn halt_faults(State(api): State<Api>) -> Response {
+    reply(api.halt_faults(Request::new(pb::HaltFaultsRequest {})).await)
 }
 
 async fn list_metrics(State(api): State<Api>) -> Response {

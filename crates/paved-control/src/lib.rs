@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod repo;
+pub mod routing;
 pub mod server;
 
 pub use api::{Api, ServerInfo, TaskSource};

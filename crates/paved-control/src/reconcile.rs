@@ -97,8 +97,9 @@ impl Reconciler {
         }
     }
 
-    /// One pass over every job.
+    /// One pass over every job, and the faults that expired.
     pub async fn pass(&self) -> Result<(), RepoError> {
+        crate::routing::sweep_expired_faults(&self.repo, self.clock.now_ms()).await?;
         let jobs = self.repo.jobs().await?;
         let mut tasks: HashMap<String, Vec<Task>> = HashMap::new();
         for t in self.repo.tasks().await? {

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use paved_api::v1::{
     jobs_server::JobsServer, metrics_server::MetricsServer, nodes_server::NodesServer,
-    system_server::SystemServer, tasks_server::TasksServer,
+    routing_server::RoutingServer, system_server::SystemServer, tasks_server::TasksServer,
 };
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -34,6 +34,7 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
     health_reporter.set_serving::<NodesServer<Api>>().await;
     health_reporter.set_serving::<SystemServer<Api>>().await;
     health_reporter.set_serving::<MetricsServer<Api>>().await;
+    health_reporter.set_serving::<RoutingServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(paved_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -49,6 +50,7 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
         .add_service(NodesServer::new(api.clone()))
         .add_service(SystemServer::new(api.clone()))
         .add_service(MetricsServer::new(api.clone()))
+        .add_service(RoutingServer::new(api.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -330,6 +330,14 @@ pub struct UpArgs {
     #[arg(long, default_value = "6h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub metrics_retention: std::time::Duration,
 
+    /// Where the edge router listens: HTTP/1.1 and h2c (gRPC) to the jobs of `paved routes`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub proxy: SocketAddr,
+
+    /// Run without the edge router.
+    #[arg(long, conflicts_with = "proxy")]
+    pub no_proxy: bool,
+
     /// Also push every metric, once per metrics step, to this OTLP/gRPC collector
     /// (e.g. http://127.0.0.1:4317).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]

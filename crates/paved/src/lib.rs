@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod edge;
 pub mod error;
 pub mod output;
 pub mod up;

@@ -45,6 +45,9 @@ const DEMO_JOBS: [(&str, &str); 2] = [
 /// A running single-node platform: store, control plane, API server and agent.
 pub struct Platform {
     pub listen: SocketAddr,
+    /// Where the edge router listens, when it runs.
+    pub proxy: Option<SocketAddr>,
+    stop_proxy: Option<oneshot::Sender<()>>,
     pub data: PathBuf,
     pub token: String,
     api: Api,
@@ -65,6 +68,8 @@ pub struct PlatformOptions {
     pub metrics: StoreConfig,
     /// An OTLP/gRPC collector to push every metric to, once per metrics step.
     pub otlp_endpoint: Option<String>,
+    /// Where the edge router listens; `None`: no edge router.
+    pub proxy: Option<SocketAddr>,
 }
 
 /// The metrics store's snapshot in the data directory: written at a clean stop and every
@@ -90,9 +95,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         shim,
         metrics,
         otlp_endpoint: args.otlp_endpoint,
+        proxy: (!args.no_proxy).then_some(args.proxy),
     })
     .await?;
     println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
+    if let Some(proxy) = platform.proxy {
+        println!("  edge router on http://{proxy} (`paved route add` sends traffic to jobs)");
+    }
     println!("  data:  {}", platform.data.display());
     println!("  token: {}", platform.data.join(ADMIN_TOKEN_FILE).display());
     if args.demo {
@@ -164,7 +173,7 @@ impl Platform {
                 tracing::error!(error = %e, "API server failed");
             }
         });
-        let reconciler = Reconciler::new(repo, clock, ids, wake).record_into(&telemetry.registry);
+        let reconciler = Reconciler::new(repo.clone(), clock, ids, wake).record_into(&telemetry.registry);
         let reconciler = tokio::spawn(reconciler.run());
         let sampler = tokio::spawn(sample_metrics(telemetry.clone(), data.join(METRICS_SNAPSHOT)));
         let mut tasks = vec![sampler];
@@ -188,8 +197,19 @@ impl Platform {
             })
         };
         tasks.extend([reconciler, agent_loop]);
+        let (proxy, stop_proxy) = match opts.proxy {
+            Some(addr) => {
+                let (addr, stop, serving) = start_proxy(addr, &repo, &telemetry).await?;
+                tasks.push(serving.0);
+                tasks.push(serving.1);
+                (Some(addr), Some(stop))
+            }
+            None => (None, None),
+        };
         Ok(Platform {
             listen,
+            proxy,
+            stop_proxy,
             data,
             token,
             api,
@@ -227,6 +247,9 @@ impl Platform {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
+        if let Some(stop) = self.stop_proxy.take() {
+            let _ = stop.send(());
+        }
         // Streams (`logs -f`, watches) never finish by themselves: give calls a moment, then go.
         if tokio::time::timeout(DRAIN, &mut self.server).await.is_err() {
             self.server.abort();
@@ -242,6 +265,45 @@ impl Platform {
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
+}
+
+/// Binds the edge router and starts it and the store follower that feeds it; returns its
+/// address, what stops it, and the two tasks.
+async fn start_proxy(
+    addr: SocketAddr,
+    repo: &Repo,
+    telemetry: &Telemetry,
+) -> anyhow::Result<(
+    SocketAddr,
+    oneshot::Sender<()>,
+    (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
+)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the edge router: choose another address with --proxy, or --no-proxy"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let first = crate::edge::snapshot(repo).await?;
+    let (snapshots, follow) = tokio::sync::watch::channel(Arc::new(first));
+    let clock: Arc<dyn paved_proxy::Clock> = Arc::new(paved_proxy::SystemClock);
+    let proxy = paved_proxy::Proxy::new(
+        paved_proxy::ProxyConfig::default(),
+        follow,
+        telemetry.registry.clone(),
+        clock,
+    )?;
+    let feeder = tokio::spawn(crate::edge::follow(repo.clone(), snapshots));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = proxy.serve(listener, shutdown).await {
+            tracing::error!(error = %e, "edge router failed");
+        }
+    });
+    Ok((bound, stop, (feeder, serving)))
 }
 
 /// The metrics store, with the history a previous run saved when there is a readable

@@ -13,6 +13,10 @@ use crate::cli::{FaultAction, RouteAction, RouteArgs};
 use crate::client::Answer as _;
 use crate::output::{self, Table, now_ms};
 
+/// What `route add` sets when not told: the router's own defaults.
+const DEFAULT_TIMEOUT_MS: u64 = 15_000;
+const DEFAULT_RETRIES: u32 = 2;
+
 pub async fn route(ctx: &Ctx, action: RouteAction) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     let (route, replace) = match action {
@@ -142,6 +146,9 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<()> {
 fn route_of(args: RouteArgs, current: Option<Route>) -> anyhow::Result<Route> {
     let mut route = current.unwrap_or_else(|| Route {
         name: args.name.clone(),
+        path_prefix: "/".to_owned(),
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        retries: DEFAULT_RETRIES,
         ..Route::default()
     });
     if !args.host.is_empty() {

@@ -52,6 +52,7 @@ impl InProcess {
     pub async fn start_with(dir: tempfile::TempDir, otlp_endpoint: Option<String>) -> InProcess {
         let opts = PlatformOptions {
             otlp_endpoint,
+            proxy: Some("127.0.0.1:0".parse().unwrap()),
             data: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             shim: env!("CARGO_BIN_EXE_paved").into(),

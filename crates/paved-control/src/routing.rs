@@ -1,0 +1,347 @@
+//! The `Routing` service: the edge router's routes and faults, kept in the store (the proxy
+//! follows them through a watch), and their conversions to and from the API's messages.
+//!
+//! Store layout: `/routes/<name>` → [`RouteRecord`], `/faults/<id>` → [`FaultRecord`]. A fault
+//! past its expiry is ignored by the proxy at once and deleted by the reconciler's next pass.
+
+use std::time::Duration;
+
+use paved_api::v1::{self as pb, routing_server::Routing};
+use paved_store::{Expect, Op, StoreError};
+use paved_types::{Backend, Fault, FaultAction, Route, Sticky};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::api::Api;
+use crate::error::ApiError;
+use crate::repo::{Repo, RepoError};
+
+pub const ROUTES: &str = "/routes/";
+pub const FAULTS: &str = "/faults/";
+
+/// A route as stored: who made it and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub route: Route,
+    /// `job:<name>` for a route a job's manifest declares; empty for one made through the API.
+    #[serde(default)]
+    pub owner: String,
+    pub updated_at_ms: u64,
+}
+
+/// A fault as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub fault: Fault,
+    pub created_at_ms: u64,
+}
+
+/// Longest a fault may last: a forgotten experiment must not outlive the working day.
+const MAX_FAULT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+type ApiResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Routing for Api {
+    async fn list_routes(&self, _req: Request<pb::ListRoutesRequest>) -> ApiResult<pb::ListRoutesResponse> {
+        let routes = routes(self.repo()).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListRoutesResponse {
+            routes: routes.iter().map(route_message).collect(),
+        }))
+    }
+
+    async fn put_route(&self, req: Request<pb::PutRouteRequest>) -> ApiResult<pb::Route> {
+        let req = req.into_inner();
+        let message = req
+            .route
+            .ok_or_else(|| ApiError::invalid("route", "missing; send the route to create or change"))?;
+        let route = route_of(&message)?;
+        route
+            .validate()
+            .map_err(|e| ApiError::invalid("route", e.to_string()))?;
+        let key = format!("{ROUTES}{}", route.name);
+        let exists = self
+            .repo()
+            .get::<RouteRecord>(&key)
+            .await
+            .map_err(ApiError::from)?;
+        if exists.is_some() && !req.replace {
+            return Err(ApiError::AlreadyExists(format!(
+                "route {} exists; change it with `paved route set {}`",
+                route.name, route.name
+            ))
+            .into());
+        }
+        let record = RouteRecord {
+            owner: exists.map(|r| r.value.owner).unwrap_or_default(),
+            route,
+            updated_at_ms: self.now(),
+        };
+        put(self.repo(), key, &record).await?;
+        Ok(Response::new(route_message(&record)))
+    }
+
+    async fn delete_route(&self, req: Request<pb::DeleteRouteRequest>) -> ApiResult<pb::Route> {
+        let name = req.into_inner().name;
+        let key = format!("{ROUTES}{name}");
+        let Some(found) = self
+            .repo()
+            .get::<RouteRecord>(&key)
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Err(not_found_route(name).into());
+        };
+        delete(self.repo(), key, found.revision).await?;
+        Ok(Response::new(route_message(&found.value)))
+    }
+
+    async fn list_faults(&self, _req: Request<pb::ListFaultsRequest>) -> ApiResult<pb::ListFaultsResponse> {
+        let now = self.now();
+        let faults = faults(self.repo()).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListFaultsResponse {
+            faults: faults
+                .iter()
+                .filter(|f| !f.fault.expired(now))
+                .map(fault_message)
+                .collect(),
+        }))
+    }
+
+    async fn add_fault(&self, req: Request<pb::AddFaultRequest>) -> ApiResult<pb::Fault> {
+        let req = req.into_inner();
+        let route_key = format!("{ROUTES}{}", req.route);
+        let route = self
+            .repo()
+            .get::<RouteRecord>(&route_key)
+            .await
+            .map_err(ApiError::from)?;
+        if route.is_none() {
+            return Err(not_found_route(req.route).into());
+        }
+        let now = self.now();
+        let record = FaultRecord {
+            fault: fault_of(&req, &self.new_fault_id(), now)?,
+            created_at_ms: now,
+        };
+        record
+            .fault
+            .validate()
+            .map_err(|e| ApiError::invalid("fault", e.to_string()))?;
+        let key = format!("{FAULTS}{}", record.fault.id);
+        put(self.repo(), key, &record).await?;
+        Ok(Response::new(fault_message(&record)))
+    }
+
+    async fn halt_faults(&self, _req: Request<pb::HaltFaultsRequest>) -> ApiResult<pb::HaltFaultsResponse> {
+        let (kvs, _) = self
+            .repo()
+            .store()
+            .list(FAULTS)
+            .await
+            .map_err(|e| ApiError::from(RepoError::from(e)))?;
+        let removed = u32::try_from(kvs.len()).unwrap_or(u32::MAX);
+        let ops = kvs
+            .into_iter()
+            .map(|kv| Op::Delete {
+                key: kv.key,
+                expect: Expect::Any,
+            })
+            .collect::<Vec<_>>();
+        if !ops.is_empty() {
+            self.repo().commit(ops).await.map_err(ApiError::from)?;
+        }
+        Ok(Response::new(pb::HaltFaultsResponse { removed }))
+    }
+}
+
+/// Every stored route.
+pub async fn routes(repo: &Repo) -> Result<Vec<RouteRecord>, RepoError> {
+    Ok(repo.list(ROUTES).await?.into_iter().map(|r| r.value).collect())
+}
+
+/// Every stored fault, expired ones included.
+pub async fn faults(repo: &Repo) -> Result<Vec<FaultRecord>, RepoError> {
+    Ok(repo.list(FAULTS).await?.into_iter().map(|f| f.value).collect())
+}
+
+/// Deletes faults past their expiry; returns how many went.
+pub async fn sweep_expired_faults(repo: &Repo, now_ms: u64) -> Result<usize, RepoError> {
+    let expired: Vec<Op> = repo
+        .list::<FaultRecord>(FAULTS)
+        .await?
+        .into_iter()
+        .filter(|f| f.value.fault.expired(now_ms))
+        .map(|f| Op::Delete {
+            key: format!("{FAULTS}{}", f.value.fault.id),
+            expect: Expect::Revision(f.revision),
+        })
+        .collect();
+    let count = expired.len();
+    if count > 0 {
+        match repo.commit(expired).await {
+            // Halted or changed meanwhile: the next pass looks again.
+            Err(RepoError::Store(StoreError::Conflict { .. })) => return Ok(0),
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+async fn put<T: Serialize>(repo: &Repo, key: String, value: &T) -> Result<(), ApiError> {
+    let op = crate::repo::put_op(key, value, Expect::Any)?;
+    repo.commit(vec![op]).await?;
+    Ok(())
+}
+
+async fn delete(repo: &Repo, key: String, revision: u64) -> Result<(), ApiError> {
+    let op = Op::Delete {
+        key,
+        expect: Expect::Revision(revision),
+    };
+    repo.commit(vec![op]).await?;
+    Ok(())
+}
+
+fn not_found_route(name: String) -> ApiError {
+    ApiError::NotFound {
+        what: "route",
+        name,
+        hint: "`paved routes` lists routes",
+    }
+}
+
+/// The API's route as the domain's, before validation.
+fn route_of(m: &pb::Route) -> Result<Route, ApiError> {
+    let sticky = match (m.sticky_header.as_str(), m.sticky_cookie.as_str()) {
+        ("", "") => None,
+        (header, "") => Some(Sticky::Header(header.to_owned())),
+        ("", cookie) => Some(Sticky::Cookie(cookie.to_owned())),
+        _ => {
+            return Err(ApiError::invalid(
+                "sticky_header",
+                "set with sticky_cookie; keep clients by one of them",
+            ));
+        }
+    };
+    Ok(Route {
+        name: m.name.clone(),
+        hosts: m.hosts.clone(),
+        path_prefix: if m.path_prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            m.path_prefix.clone()
+        },
+        backends: m
+            .backends
+            .iter()
+            .map(|b| Backend {
+                job: b.job.clone(),
+                port: b.port.clone(),
+                weight: b.weight,
+            })
+            .collect(),
+        sticky,
+        timeout: if m.timeout_ms == 0 {
+            paved_types::route::DEFAULT_TIMEOUT
+        } else {
+            Duration::from_millis(m.timeout_ms)
+        },
+        retries: m.retries,
+    })
+}
+
+pub fn route_message(r: &RouteRecord) -> pb::Route {
+    let route = &r.route;
+    let (sticky_header, sticky_cookie) = match &route.sticky {
+        None => (String::new(), String::new()),
+        Some(Sticky::Header(h)) => (h.clone(), String::new()),
+        Some(Sticky::Cookie(c)) => (String::new(), c.clone()),
+    };
+    pb::Route {
+        name: route.name.clone(),
+        hosts: route.hosts.clone(),
+        path_prefix: route.path_prefix.clone(),
+        backends: route
+            .backends
+            .iter()
+            .map(|b| pb::Backend {
+                job: b.job.clone(),
+                port: b.port.clone(),
+                weight: b.weight,
+            })
+            .collect(),
+        sticky_header,
+        sticky_cookie,
+        timeout_ms: u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX),
+        retries: route.retries,
+        owner: r.owner.clone(),
+        updated_at_ms: r.updated_at_ms,
+    }
+}
+
+fn fault_of(req: &pb::AddFaultRequest, id: &str, now_ms: u64) -> Result<Fault, ApiError> {
+    let action = match (req.delay_ms, req.abort_status) {
+        (0, 0) => {
+            return Err(ApiError::invalid(
+                "delay_ms",
+                "and abort_status are both unset; give one",
+            ));
+        }
+        (delay, 0) => FaultAction::Delay(Duration::from_millis(delay)),
+        (0, status) => FaultAction::Abort(u16::try_from(status).unwrap_or(u16::MAX)),
+        _ => {
+            return Err(ApiError::invalid(
+                "delay_ms",
+                "and abort_status are both set; give one",
+            ));
+        }
+    };
+    let lasts = Duration::from_millis(req.for_ms);
+    if lasts.is_zero() || lasts > MAX_FAULT_FOR {
+        return Err(ApiError::invalid(
+            "for_ms",
+            "must be between 1 ms and 24 h, e.g. --for 10m",
+        ));
+    }
+    let header = match (req.header_name.as_str(), req.header_value.as_str()) {
+        ("", "") => None,
+        ("", _) => {
+            return Err(ApiError::invalid(
+                "header_name",
+                "empty while header_value is set",
+            ));
+        }
+        (name, value) => Some((name.to_owned(), value.to_owned())),
+    };
+    Ok(Fault {
+        id: id.to_owned(),
+        route: req.route.clone(),
+        action,
+        percent: req.percent,
+        header,
+        expires_at_ms: now_ms.saturating_add(req.for_ms),
+    })
+}
+
+fn fault_message(f: &FaultRecord) -> pb::Fault {
+    let fault = &f.fault;
+    let (delay_ms, abort_status) = match fault.action {
+        FaultAction::Delay(d) => (u64::try_from(d.as_millis()).unwrap_or(u64::MAX), 0),
+        FaultAction::Abort(status) => (0, u32::from(status)),
+    };
+    let (header_name, header_value) = fault.header.clone().unwrap_or_default();
+    pb::Fault {
+        id: fault.id.clone(),
+        route: fault.route.clone(),
+        delay_ms,
+        abort_status,
+        percent: fault.percent,
+        header_name,
+        header_value,
+        expires_at_ms: fault.expires_at_ms,
+        created_at_ms: f.created_at_ms,
+    }
+}

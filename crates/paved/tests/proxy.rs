@@ -1,0 +1,211 @@
+//! The edge router inside `paved up`: real HTTP servers run as tasks, routes and faults go
+//! through the API, and requests go through the proxy.
+
+#[path = "common/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use paved_api::v1 as pb;
+use support::{InProcess, wait_for};
+
+/// A service of `instances` HTTP servers that answer every GET with their job's name.
+fn web(name: &str, instances: u32) -> String {
+    format!(
+        "name = \"{name}\"\nkind = \"service\"\ninstances = {instances}\n\
+         command = [\"/bin/sh\", \"-c\", \"mkdir -p www && echo {name} > www/index.html && \
+         exec python3 -m http.server $PORT --bind 127.0.0.1 -d www\"]\n\
+         [resources]\ncpu = 0.2\nmemory = \"64MiB\"\n[[ports]]\nname = \"http\"\n"
+    )
+}
+
+impl InProcess {
+    fn proxy_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.platform.proxy.expect("the edge router runs")
+        )
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(&self.platform.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("a response")
+    }
+
+    async fn add_route(&self, name: &str, to: &[(&str, u32)]) {
+        let backends: Vec<_> = to
+            .iter()
+            .map(|(job, weight)| serde_json::json!({"job": job, "weight": weight}))
+            .collect();
+        let route = serde_json::json!({"name": name, "path_prefix": "/", "backends": backends, "retries": 3});
+        let response = self.api(reqwest::Method::POST, "/v1/routes", route).await;
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+
+    /// `n` GETs through the proxy: how many answers each body (or status) got.
+    async fn tally(&self, client: &reqwest::Client, n: usize) -> HashMap<String, usize> {
+        let mut seen = HashMap::new();
+        for _ in 0..n {
+            let key = match client.get(self.proxy_url("/")).send().await {
+                Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default().trim().to_owned(),
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            *seen.entry(key).or_default() += 1;
+        }
+        seen
+    }
+
+    async fn wait_serving(&self, jobs: &[&str]) {
+        let client = reqwest::Client::new();
+        wait_for("the proxy to reach every job", || async {
+            let seen = self.tally(&client, 20).await;
+            jobs.iter().all(|job| seen.contains_key(*job))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn traffic_splits_by_weight_and_faults_hit_their_share_until_halted() {
+    let p = InProcess::start().await;
+    p.submit(web("blue", 2)).await;
+    p.submit(web("green", 1)).await;
+    p.add_route("web", &[("blue", 80), ("green", 20)]).await;
+    p.wait_serving(&["blue", "green"]).await;
+
+    let client = reqwest::Client::new();
+    let seen = p.tally(&client, 500).await;
+    let green = seen.get("green").copied().unwrap_or(0) as f64 / 500.0;
+    assert_eq!(
+        seen.get("blue").copied().unwrap_or(0) + seen.get("green").copied().unwrap_or(0),
+        500,
+        "{seen:?}"
+    );
+    assert!(
+        (0.14..=0.26).contains(&green),
+        "green's share {green} of {seen:?}, expected 0.2"
+    );
+
+    let fault = serde_json::json!({"route": "web", "abort_status": 503, "percent": 50.0, "for_ms": 600_000});
+    let response = p.api(reqwest::Method::POST, "/v1/faults", fault).await;
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+    wait_for("the fault to reach the proxy", || async {
+        p.tally(&client, 20).await.contains_key("503")
+    })
+    .await;
+    let seen = p.tally(&client, 400).await;
+    let aborted = seen.get("503").copied().unwrap_or(0) as f64 / 400.0;
+    assert!(
+        (0.42..=0.58).contains(&aborted),
+        "aborted share {aborted} of {seen:?}, expected 0.5"
+    );
+
+    let response = p
+        .api(reqwest::Method::POST, "/v1/faults/halt", serde_json::json!({}))
+        .await;
+    let halted: pb::HaltFaultsResponse = response.json().await.unwrap();
+    assert_eq!(halted.removed, 1);
+    wait_for("the halt to reach the proxy", || async {
+        !p.tally(&client, 20).await.contains_key("503")
+    })
+    .await;
+    let seen = p.tally(&client, 200).await;
+    assert!(!seen.contains_key("503"), "{seen:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn scaling_down_and_killing_a_task_under_load_fail_no_request() {
+    let p = InProcess::start().await;
+    p.submit(web("steady", 3)).await;
+    p.add_route("steady", &[("steady", 100)]).await;
+    p.wait_serving(&["steady"]).await;
+
+    // Requests keep flowing, one after another, while the job shrinks and a task dies.
+    let url = p.proxy_url("/");
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < deadline {
+            let key = match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => "ok".to_owned(),
+                Ok(r) => format!(
+                    "{} {}",
+                    r.status().as_u16(),
+                    r.text().await.unwrap_or_default().trim()
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            *outcomes.entry(key).or_default() += 1;
+        }
+        outcomes
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scale = pb::ScaleJobRequest {
+        job: "steady".into(),
+        instances: 2,
+    };
+    p.jobs().scale_job(scale).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = p.running("steady").await.into_iter().find_map(|t| t.pid);
+    let Some(victim) = victim else {
+        panic!("no running task with a pid: {:#?}", p.tasks("steady").await);
+    };
+    support::kill9(victim);
+    let outcomes = load.await.unwrap();
+    let ok = outcomes.get("ok").copied().unwrap_or(0);
+    assert!(ok > 50, "too few requests to tell: {outcomes:?}");
+    assert_eq!(outcomes.len(), 1, "every request succeeds: {outcomes:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn routes_are_validated_and_listed() {
+    let p = InProcess::start().await;
+    let bad = serde_json::json!({"name": "Bad Name", "backends": [{"job": "web", "weight": 1}]});
+    let response = p.api(reqwest::Method::POST, "/v1/routes", bad).await;
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("route name"), "{body}");
+    p.add_route("shop", &[("shop-v1", 90), ("shop-v2", 10)]).await;
+    let again = serde_json::json!({"name": "shop", "backends": [{"job": "x", "weight": 1}]});
+    assert_eq!(
+        p.api(reqwest::Method::POST, "/v1/routes", again).await.status(),
+        409
+    );
+    let listed: pb::ListRoutesResponse = p.get_json("/v1/routes").await;
+    assert_eq!(listed.routes.len(), 1);
+    let weights: Vec<u32> = listed.routes[0].backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [90, 10]);
+    // A route to a job with no running task answers 503, naming the job, once the proxy has it.
+    wait_for("the route to reach the proxy", || async {
+        reqwest::get(p.proxy_url("/"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let body = reqwest::get(p.proxy_url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("shop-v"), "{body}");
+    p.stop().await;
+}
