@@ -356,9 +356,15 @@ impl Server {
         let data = TempDir::new()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(root.join("target/release/paved"));
-        cmd.args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(&data.0)
-            .stdout(Stdio::null());
+        cmd.args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--no-proxy",
+            "--data",
+        ])
+        .arg(&data.0)
+        .stdout(Stdio::null());
         if let Some(log) = log
             && std::env::var_os("RUST_LOG").is_none()
         {

@@ -33,7 +33,14 @@ impl Up {
 
     fn start_on(data: &Path, port: u16) -> Up {
         let child = Command::new(PAVED)
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--proxy",
+                "127.0.0.1:0",
+                "--data",
+            ])
             .arg(data)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -335,7 +342,14 @@ fn bad_input_gets_clear_errors() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
     let out = Command::new(PAVED)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -351,7 +365,14 @@ fn bad_input_gets_clear_errors() {
     std::fs::create_dir_all(&corrupt).unwrap();
     std::fs::write(corrupt.join("paved.redb"), vec![0x5a; 8192]).unwrap();
     let out = Command::new(PAVED)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&corrupt)
         .output()
         .unwrap();
