@@ -6,8 +6,10 @@
 //! - `cargo xtask bench idle`: memory and CPU of an idle `paved up`.
 //! - `cargo xtask bench idle-tasks`: memory and CPU of `paved up` running 500 idle tasks.
 //! - `cargo xtask bench start [--runs N]`: sandbox task start latency against `runc run`.
+//! - `cargo xtask bench proxy`: paved's proxy against nginx as a reverse proxy, with wrk.
 
 mod bench;
+mod bench_proxy;
 mod bench_start;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         ["bench", "api"] => bench::api(&root()?),
         ["bench", "idle"] => bench::idle(&root()?),
         ["bench", "idle-tasks"] => bench::idle_tasks(&root()?, bench::IDLE_TASKS),
+        ["bench", "proxy"] => bench_proxy::proxy(&root()?),
         ["bench", "start"] => bench_start::start(&root()?, bench_start::DEFAULT_RUNS),
         ["bench", "start", "--runs", n] => match n.parse() {
             Ok(runs) if runs > 0 => bench_start::start(&root()?, runs),
@@ -36,7 +39,7 @@ fn main() -> anyhow::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle|bench idle-tasks|bench start [--runs N]>"
+        "usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle|bench idle-tasks|bench start [--runs N]|bench proxy>"
     );
     std::process::exit(2);
 }

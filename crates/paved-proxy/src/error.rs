@@ -29,4 +29,14 @@ pub enum ProxyError {
     TlsConfig(#[source] rustls::Error),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("cannot listen on {addr}: {source}; pick a free port or stop what holds it")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start a proxy thread: {0}; the process may be out of threads or memory")]
+    Runtime(#[source] std::io::Error),
+    #[error("a proxy thread panicked; this is a bug, see the log above")]
+    ThreadPanicked,
 }

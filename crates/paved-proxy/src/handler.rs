@@ -38,12 +38,22 @@ use crate::upstream::{UpstreamError, Upstreams};
 /// What every connection shares.
 pub(crate) struct Shared {
     pub(crate) table: ArcSwap<Table>,
-    pub(crate) upstreams: Upstreams,
+    /// The snapshot `table` was compiled from, so that several listeners following one channel
+    /// compile each snapshot once.
+    pub(crate) compiled: std::sync::Mutex<Arc<crate::Snapshot>>,
     pub(crate) budget: RetryBudget,
     pub(crate) config: ProxyConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) dice: Dice,
     pub(crate) registry: Registry,
+}
+
+/// One client connection: its forwarding headers, and the upstream pool of the listener that
+/// accepted it (each listener has its own, so that a thread-per-core proxy never hands an
+/// upstream connection between threads).
+pub(crate) struct Conn {
+    pub(crate) forwarding: Forwarding,
+    pub(crate) upstreams: Arc<Upstreams>,
 }
 
 /// The request as it will be sent upstream, kept to build each attempt.
@@ -62,7 +72,7 @@ struct Outgoing {
 /// Serves one request; every failure becomes a response.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    conn: Arc<Forwarding>,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -89,7 +99,7 @@ pub(crate) async fn handle(
 
 async fn proxy(
     shared: &Shared,
-    conn: &Forwarding,
+    conn: &Conn,
     route: &RouteEntry,
     backend: &BackendEntry,
     sticky: Option<u64>,
@@ -108,12 +118,20 @@ async fn proxy(
             return text(status, format!("fault {id} injected on route {}\n", route.name));
         }
     }
-    let mut outgoing = match Outgoing::new(req, conn, shared, route).await {
+    let mut outgoing = match Outgoing::new(req, &conn.forwarding, shared, route).await {
         Ok(outgoing) => outgoing,
         Err(response) => return response,
     };
     let mut current: Option<&EndpointState> = None;
-    let attempts = attempts(shared, route, backend, sticky, &mut outgoing, &mut current);
+    let attempts = attempts(
+        shared,
+        &conn.upstreams,
+        route,
+        backend,
+        sticky,
+        &mut outgoing,
+        &mut current,
+    );
     match tokio::time::timeout(route.timeout, attempts).await {
         Ok(response) => response,
         Err(_) => {
@@ -134,6 +152,7 @@ async fn proxy(
 /// the attempt under way, for the caller to blame on timeout.
 async fn attempts<'a>(
     shared: &Shared,
+    upstreams: &Upstreams,
     route: &RouteEntry,
     backend: &'a BackendEntry,
     sticky: Option<u64>,
@@ -162,7 +181,7 @@ async fn attempts<'a>(
         };
         let in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
         let sent = Instant::now();
-        let result = shared.upstreams.send(outgoing.h2, request).await;
+        let result = upstreams.send(outgoing.h2, request).await;
         let retry = |retriable: bool| {
             let ok = retriable && may_retry && outgoing.replayable && shared.budget.withdraw();
             if ok {

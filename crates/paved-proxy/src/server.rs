@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -25,7 +25,7 @@ use crate::budget::RetryBudget;
 use crate::config::{ProxyConfig, TlsConfig};
 use crate::env::{Clock, Dice};
 use crate::error::ProxyError;
-use crate::handler::{self, Shared};
+use crate::handler::{self, Conn, Shared};
 use crate::headers::Forwarding;
 use crate::snapshot::Snapshot;
 use crate::table::Table;
@@ -56,10 +56,11 @@ impl Proxy {
     ) -> Result<Proxy, ProxyError> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-        let table = Table::compile(&snapshots.borrow(), None, &registry);
+        let snapshot = snapshots.borrow().clone();
+        let table = Table::compile(&snapshot, None, &registry);
         let shared = Shared {
             table: ArcSwap::from_pointee(table),
-            upstreams: Upstreams::new(&config.pool),
+            compiled: Mutex::new(snapshot),
             budget: RetryBudget::new(&config.retry_budget),
             config,
             clock,
@@ -83,7 +84,8 @@ impl Proxy {
     }
 
     /// Serves connections from `listener` until `shutdown` completes, then stops accepting,
-    /// closes idle connections and waits for in-flight requests to finish.
+    /// closes idle connections and waits for in-flight requests to finish. Each call keeps its
+    /// own pool of upstream connections; everything else is shared.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -92,6 +94,7 @@ impl Proxy {
         let local = listener.local_addr().map_err(ProxyError::Listener)?;
         tracing::info!(addr = %local, tls = self.tls.is_some(), "proxy listening");
         let builder = Arc::new(http_builder());
+        let upstreams = Arc::new(Upstreams::new(&self.shared.config.pool));
         let graceful = GracefulShutdown::new();
         let updater = tokio::spawn(follow(self.snapshots.clone(), self.shared.clone()));
         tokio::pin!(shutdown);
@@ -100,7 +103,9 @@ impl Proxy {
                 biased;
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.spawn_connection(stream, peer, &builder, graceful.watcher()),
+                    Ok((stream, peer)) => {
+                        self.spawn_connection(stream, peer, &upstreams, &builder, graceful.watcher());
+                    }
                     Err(e) => accept_failed(e).await,
                 },
             }
@@ -116,19 +121,23 @@ impl Proxy {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        upstreams: &Arc<Upstreams>,
         builder: &Arc<auto::Builder<TokioExecutor>>,
         watcher: Watcher,
     ) {
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let forwarding = Arc::new(Forwarding::new(peer.ip(), self.tls.is_some()));
+        let conn = Arc::new(Conn {
+            forwarding: Forwarding::new(peer.ip(), self.tls.is_some()),
+            upstreams: upstreams.clone(),
+        });
         let (shared, builder, tls) = (self.shared.clone(), builder.clone(), self.tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_io(stream, shared, forwarding, &builder, watcher).await,
+                None => serve_io(stream, shared, conn, &builder, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_io(tls, shared, forwarding, &builder, watcher).await,
+                        Ok(Ok(tls)) => serve_io(tls, shared, conn, &builder, watcher).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }
@@ -142,13 +151,13 @@ impl Proxy {
 async fn serve_io<I>(
     io: I,
     shared: Arc<Shared>,
-    forwarding: Arc<Forwarding>,
+    conn: Arc<Conn>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handler::handle(shared.clone(), forwarding.clone(), req));
+    let service = service_fn(move |req| handler::handle(shared.clone(), conn.clone(), req));
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, "client connection ended with an error");
@@ -156,17 +165,20 @@ async fn serve_io<I>(
 }
 
 /// Recompiles the table on every new snapshot; connections pick it up on their next request.
+/// Every listener runs one of these; the first to see a snapshot compiles it.
 async fn follow(mut snapshots: watch::Receiver<Arc<Snapshot>>, shared: Arc<Shared>) {
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
+        let mut compiled = shared.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::ptr_eq(&compiled, &snapshot) {
+            continue;
+        }
         let previous = shared.table.load();
         let table = Table::compile(&snapshot, Some(&previous), &shared.registry);
         shared.table.store(Arc::new(table));
-        tracing::debug!(
-            routes = snapshot.routes.len(),
-            faults = snapshot.faults.len(),
-            "routing table updated"
-        );
+        let (routes, faults) = (snapshot.routes.len(), snapshot.faults.len());
+        *compiled = snapshot;
+        tracing::debug!(routes, faults, "routing table updated");
     }
 }
 

@@ -240,3 +240,39 @@ async fn requests_are_counted_timed_and_tagged() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn serves_from_one_thread_per_core_and_stops_gracefully() {
+    let up = Upstream::start("web-1").await;
+    let s = snapshot(vec![route("web", &[("web", 1)])], &[("web", &[&up])], vec![]);
+    let (_snapshots, rx) = tokio::sync::watch::channel(std::sync::Arc::new(s));
+    let clock: std::sync::Arc<dyn paved_proxy::Clock> = std::sync::Arc::new(paved_proxy::SystemClock);
+    let proxy =
+        paved_proxy::Proxy::new(paved_proxy::ProxyConfig::default(), rx, Default::default(), clock).unwrap();
+    let bound = proxy
+        .bind_per_core("127.0.0.1:0".parse().unwrap(), 2)
+        .await
+        .unwrap();
+    let addr = bound.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(bound.serve(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..10 {
+        // A fresh client per round: new connections, hashed over both threads.
+        let client = client();
+        for _ in 0..5 {
+            assert_eq!(
+                task_of(&client, &format!("http://{addr}/")).await,
+                Ok("web-1".to_owned())
+            );
+        }
+    }
+    assert_eq!(up.hits(), 50);
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
