@@ -278,12 +278,6 @@ async fn start_proxy(
     oneshot::Sender<()>,
     (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
 )> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!(
-            "cannot listen on {addr} for the edge router: choose another address with --proxy, or --no-proxy"
-        )
-    })?;
-    let bound = listener.local_addr()?;
     let first = crate::edge::snapshot(repo).await?;
     let (snapshots, follow) = tokio::sync::watch::channel(Arc::new(first));
     let clock: Arc<dyn paved_proxy::Clock> = Arc::new(paved_proxy::SystemClock);
@@ -293,13 +287,21 @@ async fn start_proxy(
         telemetry.registry.clone(),
         clock,
     )?;
+    // One single-threaded runtime and listener per core: measured faster than one shared
+    // runtime (BENCHMARKS.md).
+    let per_core = proxy.bind_per_core(addr, 0).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the edge router: choose another address with --proxy, or --no-proxy"
+        )
+    })?;
+    let bound = per_core.local_addr();
     let feeder = tokio::spawn(crate::edge::follow(repo.clone(), snapshots));
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = proxy.serve(listener, shutdown).await {
+        if let Err(e) = per_core.serve(shutdown).await {
             tracing::error!(error = %e, "edge router failed");
         }
     });
