@@ -175,7 +175,9 @@ impl Store {
     }
 
     /// Drops blocks that ended more than the retention before `now`, and series left empty.
-    /// [`Store::sample`] calls this once per block; returns how many series were removed.
+    /// [`Store::sample`] calls this once per block; returns how many series were removed. It
+    /// holds the index while it walks the shards: new series and query selection wait for it,
+    /// appends to existing series only for their own shard's turn.
     pub fn evict(&self, now: Timestamp) -> usize {
         let cutoff = now.saturating_sub(self.inner.config.retention);
         let Some(cutoff) = self.slot(cutoff) else { return 0 };

@@ -171,32 +171,39 @@ fn instants(samples: &[(i64, f64)], grid: Grid, lookback: i64) -> Vec<Option<f64
 }
 
 /// The counter growth in `(t - window, t]` for each instant `t`, divided by `per`; `None` where
-/// no pair of samples ends in the window.
+/// no pair of samples ends in the window. One pass: the window's sum drops growth that leaves
+/// before it adds growth that enters, and restarts from zero whenever the window empties, so
+/// tiled windows add no rounding at all.
 fn increases(samples: &[(i64, f64)], grid: Grid, window: i64, per: f64) -> Vec<Option<f64>> {
-    // prefix[k]: growth up to sample k, each step's growth counted at its later sample.
-    let mut prefix = Vec::with_capacity(samples.len());
-    let mut total = 0.0;
-    for (k, (_, v)) in samples.iter().enumerate() {
-        if k > 0 {
-            let before = samples[k - 1].1;
-            let growth = if *v >= before { v - before } else { *v };
-            total += if growth.is_finite() { growth } else { 0.0 };
+    // The growth ending at sample k (k ≥ 1); a drop is a reset from zero.
+    let growth = |k: usize| {
+        let (before, now) = (samples[k - 1].1, samples[k].1);
+        let g = if now >= before { now - before } else { now };
+        if g.is_finite() { g } else { 0.0 }
+    };
+    let (mut lo, mut hi, mut sum) = (1, 1, 0.0);
+    let mut out = Vec::with_capacity(grid.len);
+    for i in 0..grid.len {
+        let t = grid.at(i);
+        let after = t - window;
+        while lo < hi && samples[lo].0 <= after {
+            sum -= growth(lo);
+            lo += 1;
         }
-        prefix.push(total);
+        if lo == hi {
+            sum = 0.0;
+        }
+        while hi < samples.len() && samples[hi].0 <= t {
+            if samples[hi].0 > after {
+                sum += growth(hi);
+            } else {
+                lo = hi + 1;
+            }
+            hi += 1;
+        }
+        out.push((lo < hi).then(|| sum / per));
     }
-    let (mut lo, mut hi) = (1, 1);
-    (0..grid.len)
-        .map(|i| {
-            let t = grid.at(i);
-            while hi < samples.len() && samples[hi].0 <= t {
-                hi += 1;
-            }
-            while lo < hi && samples[lo].0 <= t - window {
-                lo += 1;
-            }
-            (lo < hi).then(|| (prefix[hi - 1] - prefix[lo - 1]) / per)
-        })
-        .collect()
+    out
 }
 
 fn aggregate(op: AggOp, by: &[String], inner: Vec<Vector>, grid: Grid) -> Vec<Vector> {
@@ -316,4 +323,62 @@ impl Grid {
 /// step, at least one store step.
 fn window(store: &Store, grid: Grid, range: Option<std::time::Duration>) -> i64 {
     range.map_or(grid.step.max(store.step_ms()), millis).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The definition, window by window.
+    fn naive(samples: &[(i64, f64)], grid: Grid, window: i64) -> Vec<Option<f64>> {
+        (0..grid.len)
+            .map(|i| {
+                let t = grid.at(i);
+                let ends: Vec<usize> = (1..samples.len())
+                    .filter(|&k| samples[k].0 > t - window && samples[k].0 <= t)
+                    .collect();
+                (!ends.is_empty()).then(|| {
+                    ends.iter()
+                        .map(|&k| {
+                            let (b, v) = (samples[k - 1].1, samples[k].1);
+                            if v >= b { v - b } else { v }
+                        })
+                        .sum()
+                })
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_increases_match_the_definition(
+            gaps in prop::collection::vec(1i64..5, 0..60),
+            values in prop::collection::vec(0u32..1000, 60),
+            start in -5i64..20,
+            step in 1i64..8,
+            len in 1usize..40,
+            window in 1i64..15,
+        ) {
+            let mut ts = 0;
+            let samples: Vec<(i64, f64)> = gaps
+                .iter()
+                .zip(&values)
+                .map(|(gap, v)| {
+                    ts += gap;
+                    (ts, f64::from(*v) / 8.0)
+                })
+                .collect();
+            let grid = Grid { start, step, len };
+            let fast = increases(&samples, grid, window, 1.0);
+            let slow = naive(&samples, grid, window);
+            prop_assert_eq!(fast.iter().map(Option::is_some).collect::<Vec<_>>(), slow.iter().map(Option::is_some).collect::<Vec<_>>());
+            for (f, s) in fast.iter().zip(&slow) {
+                if let (Some(f), Some(s)) = (f, s) {
+                    prop_assert!((f - s).abs() <= 1e-9 * s.abs().max(1.0), "{} vs {}", f, s);
+                }
+            }
+        }
+    }
 }

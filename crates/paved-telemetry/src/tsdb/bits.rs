@@ -125,9 +125,19 @@ impl<'a> BitReader<'a> {
         Some(count)
     }
 
+    /// Skips `n` bits already looked at with [`BitReader::peek`].
+    #[inline(always)]
+    pub(crate) fn consume(&mut self, n: u32) -> Option<()> {
+        if self.held.saturating_sub(self.pos) < u64::from(n) {
+            return None;
+        }
+        self.pos += u64::from(n);
+        Some(())
+    }
+
     /// The next 64 bits, zeros past the end.
     #[inline(always)]
-    fn peek(&self) -> u64 {
+    pub(crate) fn peek(&self) -> u64 {
         let index = (self.pos >> 6) as usize;
         let used = (self.pos & 63) as u32;
         let first = self.words.get(index).copied().unwrap_or(0) << used;

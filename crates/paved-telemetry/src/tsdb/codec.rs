@@ -381,6 +381,11 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline(always)]
+    fn consume(&mut self, n: u32) -> Result<(), CodecError> {
+        self.bits.consume(n).ok_or(CodecError("ends inside a sample"))
+    }
+
+    #[inline(always)]
     fn ones(&mut self, max: u32) -> Result<u32, CodecError> {
         self.bits.ones(max).ok_or(CodecError("ends inside a code"))
     }
@@ -412,6 +417,33 @@ pub(crate) fn decode_all(words: &[u64], len: u64, mut f: impl FnMut(u64, f64)) -
                 return Ok(step);
             }
             code_due = false;
+            // Fast path: the common codes decoded from one 64-bit window.
+            let w = d.bits.peek();
+            let fast = match w.leading_ones() {
+                0 => Some((1, 0)),
+                1 => Some((9, sign_extend((w << 2) >> 57, 7))),
+                2 => Some((15, sign_extend((w << 3) >> 52, 12))),
+                REUSE_DOD if (1..=60).contains(&width) => {
+                    let width = u32::from(width);
+                    Some((4 + width, unzigzag((w << 4) >> (64 - width))))
+                }
+                WIDE_DOD => {
+                    let len = ((w << 5) >> 58) as u32 + 1;
+                    (len <= 53).then(|| (11 + len, unzigzag((w << 11) >> (64 - len))))
+                }
+                _ => None,
+            };
+            if let Some((used, dod)) = fast {
+                d.consume(used)?;
+                if w.leading_ones() == WIDE_DOD {
+                    width = (used - 11) as u8;
+                }
+                delta = delta.wrapping_add(dod);
+                prev = prev.wrapping_add(delta);
+                f(step, int_value(prev, scale));
+                step += 1;
+                continue;
+            }
             let dod = match d.ones(INT_MAX_CODE)? {
                 0 => 0,
                 1 => sign_extend(d.read(7)?, 7),
@@ -462,6 +494,45 @@ pub(crate) fn decode_all(words: &[u64], len: u64, mut f: impl FnMut(u64, f64)) -
             return Ok(step);
         }
         code_due = false;
+        // Fast path: the common codes decoded from one 64-bit window.
+        let w = d.bits.peek();
+        let fast = match w.leading_ones() {
+            0 => Some((1, 0, leading, trailing)),
+            1 if leading != NO_WINDOW && leading + trailing >= 2 => {
+                let significant = 64 - u32::from(leading) - u32::from(trailing);
+                Some((
+                    2 + significant,
+                    ((w << 2) >> (64 - significant)) << trailing,
+                    leading,
+                    trailing,
+                ))
+            }
+            2 => {
+                let lz = ((w << 3) >> 59) as u32;
+                let significant = ((w << 8) >> 58) as u32 + 1;
+                if lz + significant > 64 {
+                    return Err(CodecError("xor window wider than 64 bits"));
+                }
+                let tz = 64 - lz - significant;
+                (significant <= 50).then(|| {
+                    (
+                        14 + significant,
+                        ((w << 14) >> (64 - significant)) << tz,
+                        lz as u8,
+                        tz as u8,
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some((used, xor, lz, tz)) = fast {
+            d.consume(used)?;
+            prev ^= xor;
+            (leading, trailing) = (lz, tz);
+            f(step, f64::from_bits(prev));
+            step += 1;
+            continue;
+        }
         match d.ones(FLOAT_SKIP)? {
             0 => {}
             1 if leading != NO_WINDOW => {
