@@ -116,6 +116,10 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     hits.fetch_add(1, SeqCst);
+    // A healthy upstream that is slow to answer, for tests that need a failing one preferred.
+    if fail.is_none() && req.uri().path() == "/slow" {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let path = match fail {
         Some(status) => format!("/status/{status}"),
         None => req.uri().path().to_owned(),
