@@ -154,7 +154,9 @@ fn kind_name(kind: Kind) -> &'static str {
 pub async fn record_call(State(registry): State<Registry>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_of(&request);
-    let response = next.run(request).await;
+    // One span per call, which `paved up --otlp-endpoint` exports as a trace.
+    let span = tracing::info_span!("api call", method = %method, path = %request.uri().path());
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = status_of(&response);
     // Anyone can send any path: only calls that reached a handler name their method, so the
     // tag cannot be made to grow without bound.

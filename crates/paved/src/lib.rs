@@ -8,4 +8,5 @@ pub mod commands;
 pub mod edge;
 pub mod error;
 pub mod output;
+pub mod traces;
 pub mod up;

@@ -10,6 +10,8 @@ use clap::Parser as _;
 use paved::cli::{Cli, Command};
 use paved::{commands, error};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     // The shim and its launcher must start nothing of their own: no runtime, no threads, no
@@ -27,12 +29,11 @@ fn main() -> ExitCode {
     if let Command::Shim { dir } = &cli.command {
         run_shim(dir);
     }
-    init_tracing(cli.global.verbose, matches!(cli.command, Command::Up(_)));
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(commands::dispatch(cli)));
+        .and_then(|rt| rt.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if error::is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -41,6 +42,26 @@ fn main() -> ExitCode {
             ExitCode::from(error::exit_code(&err))
         }
     }
+}
+
+/// Logs (and, for `paved up --otlp-endpoint`, spans to OTLP) set up, then the command; the
+/// span exporter sends what it has batched before the process ends.
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let otlp = match &cli.command {
+        Command::Up(args) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let spans = init_tracing(
+        cli.global.verbose,
+        matches!(cli.command, Command::Up(_)),
+        otlp.as_deref(),
+    )?;
+    let result = commands::dispatch(cli).await;
+    if let Some(provider) = spans {
+        // Flushing blocks on the exporter, which runs on this runtime: off a worker thread.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
 }
 
 /// `paved __shim DIR` exactly as the runtime starts it.
@@ -58,7 +79,11 @@ fn run_shim(dir: impl AsRef<Path>) -> ! {
 
 /// Logs go to stderr so they never mix with output. `paved up` is a server and says what it
 /// does at info; other commands speak only for warnings unless asked with -v.
-fn init_tracing(verbose: u8, server: bool) {
+fn init_tracing(
+    verbose: u8,
+    server: bool,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
     let level = match (verbose, server) {
         (0, false) => "warn",
         (0, true) | (1, _) => "info",
@@ -67,11 +92,21 @@ fn init_tracing(verbose: u8, server: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .init();
+        .with_ansi(color);
+    let registry = tracing_subscriber::registry().with(filter).with(logs);
+    match otlp {
+        None => {
+            registry.init();
+            Ok(None)
+        }
+        Some(endpoint) => {
+            let (provider, spans) = paved::traces::otlp(endpoint)?;
+            registry.with(spans).init();
+            Ok(Some(provider))
+        }
+    }
 }
 
 #[cfg(test)]

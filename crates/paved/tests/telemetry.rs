@@ -14,6 +14,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use paved_api::v1 as pb;
 use support::{InProcess, wait_for};
 
@@ -236,6 +242,92 @@ async fn metrics_are_pushed_to_an_otlp_collector() {
     .expect("a push with the task's memory within 30 s");
     assert!(task_memory > 0.0);
     p.stop().await;
+}
+
+#[tokio::test]
+async fn paved_up_sends_its_spans_to_an_otlp_collector() {
+    let (endpoint, mut received) = otlp_trace_collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut up = Command::new(env!("CARGO_BIN_EXE_paved"))
+        .args([
+            "up",
+            "--listen",
+            &listen,
+            "--no-proxy",
+            "--otlp-endpoint",
+            &endpoint,
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let token_file = dir.path().join("admin.token");
+    let client = reqwest::Client::new();
+    let called = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(token) = std::fs::read_to_string(&token_file) {
+                let url = format!("http://{listen}/v1/jobs");
+                let response = client.get(url).bearer_auth(token.trim()).send().await;
+                if response.is_ok_and(|r| r.status().is_success()) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(called.await.is_ok(), "paved up answered no API call within 30 s");
+    let span = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let request = received.recv().await.expect("the collector runs");
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans);
+            if let Some(span) = spans.into_iter().find(|s| s.name == "api call") {
+                return span.clone();
+            }
+        }
+    })
+    .await
+    .expect("an `api call` span within 30 s");
+    assert_eq!(span.trace_id.len(), 16);
+    let _ = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    let _ = up.wait();
+}
+
+/// A real OTLP/gRPC trace receiver on loopback; every request it gets comes out of the channel.
+async fn otlp_trace_collector() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Traces(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (endpoint, rx)
+}
+
+struct Traces(tokio::sync::mpsc::UnboundedSender<ExportTraceServiceRequest>);
+
+#[tonic::async_trait]
+impl TraceService for Traces {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let _ = self.0.send(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
 }
 
 /// A real OTLP/gRPC metrics receiver on loopback (the collector's own service definition);
