@@ -114,6 +114,16 @@ pub async fn signal_reaches_the_whole_group(h: &Harness) {
             .ok()
     })
     .await;
+    // `$!` is known as soon as the shell forks, but until the child execs `sleep` it still runs
+    // the shell's TERM trap, which would swallow the signal: wait for the exec.
+    eventually("the child to exec sleep", || {
+        let comm = |pid: &u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        task_processes(&record)
+            .iter()
+            .any(|pid| comm(pid).trim() == "sleep")
+            .then_some(())
+    })
+    .await;
     runtime.signal(&record, SIGTERM).await.expect("signal the group");
     assert_eq!(wait(&*runtime, &record).await, exited(0));
     let out = read_log(&record.dir, Stream::Stdout, 0).await;
