@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt};
 use paved_control::Repo;
-use paved_control::repo::RepoError;
+use paved_control::repo::{JOBS, RepoError, TASKS};
 use paved_control::routing;
 use paved_proxy::{Endpoint, Snapshot};
 use paved_types::{Desired, Health, Job, Task, TaskState};
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 
 /// Changes closer together than this become one snapshot.
 const SETTLE: Duration = Duration::from_millis(20);
+/// Keys whose changes can change a snapshot; node heartbeats and tokens cannot.
+const WATCHED: [&str; 4] = [routing::ROUTES, routing::FAULTS, JOBS, TASKS];
 /// After a broken watch, before listing again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -77,6 +79,12 @@ async fn follow_once(repo: &Repo, snapshots: &watch::Sender<Arc<Snapshot>>) -> R
     let mut changes = repo.store().watch("/", revision).await?;
     snapshots.send_replace(Arc::new(snapshot(repo).await?));
     while let Some(event) = changes.next().await {
+        if !WATCHED
+            .iter()
+            .any(|prefix| event.as_ref().map_or(true, |e| e.key.starts_with(prefix)))
+        {
+            continue;
+        }
         event?;
         // A burst of writes (a scale to 50) becomes one rebuild.
         tokio::time::sleep(SETTLE).await;

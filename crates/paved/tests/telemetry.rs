@@ -307,13 +307,7 @@ async fn otlp_trace_collector() -> (
     tokio::sync::mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Traces(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let endpoint = serve_on_loopback(tonic::service::Routes::new(TraceServiceServer::new(Traces(tx)))).await;
     (endpoint, rx)
 }
 
@@ -337,15 +331,23 @@ async fn otlp_collector() -> (
     tokio::sync::mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let endpoint = serve_on_loopback(tonic::service::Routes::new(MetricsServiceServer::new(Collector(
+        tx,
+    ))))
+    .await;
+    (endpoint, rx)
+}
+
+/// Serves `routes` over gRPC on a free loopback port; returns its `http://` URL.
+async fn serve_on_loopback(routes: tonic::service::Routes) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let service = MetricsServiceServer::new(Collector(tx));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_routes(routes)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (endpoint, rx)
+    endpoint
 }
 
 struct Collector(tokio::sync::mpsc::UnboundedSender<ExportMetricsServiceRequest>);

@@ -181,23 +181,13 @@ fn route_of(args: RouteArgs, current: Option<Route>) -> anyhow::Result<Route> {
     Ok(route)
 }
 
-/// `JOB[:PORT]=WEIGHT`.
+/// `JOB[:PORT]=WEIGHT`, as `paved-types` reads it.
 fn backend(text: &str) -> anyhow::Result<Backend> {
-    let fix = "write --to JOB=WEIGHT or --to JOB:PORT=WEIGHT, e.g. --to web=90";
-    let Some((target, weight)) = text.rsplit_once('=') else {
-        anyhow::bail!("--to {text:?} has no weight; {fix}");
-    };
-    let weight: u32 = weight
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--to {text:?}: weight {weight:?} is not a whole number; {fix}"))?;
-    let (job, port) = target.split_once(':').unwrap_or((target, ""));
-    if job.is_empty() {
-        anyhow::bail!("--to {text:?} names no job; {fix}");
-    }
+    let parsed: paved_types::Backend = text.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     Ok(Backend {
-        job: job.to_owned(),
-        port: port.to_owned(),
-        weight,
+        job: parsed.job,
+        port: parsed.port,
+        weight: parsed.weight,
     })
 }
 
@@ -290,8 +280,8 @@ mod tests {
         };
         check("web=90", Ok(("web", "", 90)));
         check("web-v2:grpc=10", Ok(("web-v2", "grpc", 10)));
-        check("web", Err("has no weight"));
-        check("web=ninety", Err("not a whole number"));
-        check("=5", Err("names no job"));
+        for bad in ["web", "web=ninety", "=5"] {
+            check(bad, Err("is not a backend"));
+        }
     }
 }
