@@ -9,6 +9,7 @@ pub mod env;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod mirror;
 pub mod reconcile;
 pub mod repo;
 pub mod routing;

@@ -1,21 +1,23 @@
-//! The job reconciler: reads every job and task, decides what each job lacks or has too much
-//! of (`plan`, a pure function), and writes the difference. Restartable at any point: it keeps
-//! no state of its own between passes, so a crash mid-pass loses nothing.
+//! The job reconciler: follows jobs and tasks through a [`Mirror`] of the store, decides what
+//! each changed job lacks or has too much of (`plan`, a pure function), and writes the
+//! difference. Restartable at any point: all it keeps is the mirror, rebuilt from the store at
+//! start, so a crash mid-pass loses nothing.
 
 use paved_telemetry::Registry;
 use paved_telemetry::catalog::{CONTROL_RECONCILE_DURATION, SCHEDULER_PLACEMENTS};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use paved_store::{Expect, Op};
+use paved_store::{Expect, Op, StoreError};
 use paved_types::{Desired, Health, Job, JobKind, JobState, Node, Task, TaskState};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::env::{Clock, Ids};
+use crate::mirror::{Changes, Mirror};
 use crate::repo::{Change, Repo, RepoError, task_key};
+use crate::routing::FAULTS;
 
 /// What one job needs done.
 #[derive(Debug, Default, PartialEq)]
@@ -45,9 +47,36 @@ pub struct Reconciler {
     registry: Registry,
 }
 
-/// Longest pause between passes when nothing wakes the reconciler: time-based decisions (a
-/// delayed replacement) need a pass even when nothing is written.
+/// Longest pause between passes over every job: time-based decisions (a delayed replacement)
+/// need a pass even when nothing is written.
 const TICK: Duration = Duration::from_secs(1);
+/// After the store's watch broke, before listing again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Which jobs a pass looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dirty {
+    All,
+    /// These job ids (a job's record or one of its tasks changed).
+    Jobs(HashSet<String>),
+}
+
+impl Default for Dirty {
+    fn default() -> Self {
+        Dirty::Jobs(HashSet::new())
+    }
+}
+
+impl Dirty {
+    /// Adds what a catch-up changed. Node changes can make any job placeable: all of them.
+    fn add(&mut self, changes: Changes) {
+        match self {
+            Dirty::All => {}
+            Dirty::Jobs(_) if changes.nodes => *self = Dirty::All,
+            Dirty::Jobs(ids) => ids.extend(changes.jobs),
+        }
+    }
+}
 
 impl Reconciler {
     pub fn new(repo: Repo, clock: Arc<dyn Clock>, ids: Ids, wake: Arc<Notify>) -> Self {
@@ -66,64 +95,108 @@ impl Reconciler {
         self
     }
 
-    /// Runs passes until the process ends: after every store change, after a poke through the
-    /// `wake` handle, and at least every `TICK`.
+    /// Runs passes until the process ends: after every store change (over the jobs it
+    /// touched), and over every job at least every `TICK`. A poke through `wake` makes it look
+    /// at once.
     pub async fn run(self) {
-        let mut changes = match self.repo.store().revision().await {
-            Ok(rev) => self.repo.store().watch("/", rev).await.ok(),
-            Err(_) => None,
-        };
+        loop {
+            let outcome = match Mirror::start(&self.repo).await {
+                Ok(mirror) => self.follow(mirror).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                warn!(error = %e, "reconciler lost its view of the store; listing again");
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Plans every job once, then the jobs each change touches, and every job again each
+    /// `TICK`. Returns when the store's watch breaks.
+    async fn follow(&self, mut mirror: Mirror) -> Result<(), RepoError> {
         let pass_duration = self
             .registry
             .histogram(&CONTROL_RECONCILE_DURATION)
             .with(&[("loop", "jobs")]);
+        let mut dirty = Dirty::All;
+        let mut written = 0;
+        let mut next_full = tokio::time::Instant::now() + TICK;
         loop {
+            // Our own writes first: planning from a view without them would redo them.
+            dirty.add(mirror.catch_up_to(written).await?);
             let started = std::time::Instant::now();
-            if let Err(e) = self.pass().await {
-                warn!(error = %e, "reconcile pass failed; retrying");
+            match self.pass(&mirror, std::mem::take(&mut dirty)).await {
+                Ok(true) => written = self.repo.store().revision().await?,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "reconcile pass failed; retrying");
+                    dirty = Dirty::All;
+                }
             }
             pass_duration.observe_duration(started.elapsed());
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(TICK) => {}
-                event = next_change(&mut changes) => {
-                    if event.is_none() {
-                        changes = None; // the watch ended; ticks keep us going
-                    }
-                }
+                _ = tokio::time::sleep_until(next_full) => {}
+                changes = mirror.next_change() => dirty.add(changes?),
             }
-            // One pass covers every change already committed: skip the events queued meanwhile.
-            while let Some(Some(())) = next_change(&mut changes).now_or_never() {}
+            if tokio::time::Instant::now() >= next_full {
+                dirty = Dirty::All;
+                next_full = tokio::time::Instant::now() + TICK;
+            }
         }
     }
 
-    /// One pass over every job, and the faults that expired.
-    pub async fn pass(&self) -> Result<(), RepoError> {
-        crate::routing::sweep_expired_faults(&self.repo, self.clock.now_ms()).await?;
-        let jobs = self.repo.jobs().await?;
-        let mut tasks: HashMap<String, Vec<Task>> = HashMap::new();
-        for t in self.repo.tasks().await? {
-            tasks.entry(t.value.job_id.clone()).or_default().push(t.value);
-        }
-        let nodes: Vec<Node> = self.repo.nodes().await?.into_iter().map(|n| n.value).collect();
+    /// One pass over the `dirty` jobs (their tasks included) as `mirror` shows them, and the
+    /// faults that expired. Returns whether it wrote anything.
+    pub async fn pass(&self, mirror: &Mirror, dirty: Dirty) -> Result<bool, RepoError> {
         let now = self.clock.now_ms();
-        for job in jobs {
-            let job = job.value;
-            let job_tasks = tasks.remove(&job.id).unwrap_or_default();
-            let plan = plan(&job, &job_tasks, now);
+        let mut wrote = self.sweep_expired_faults(mirror, now).await?;
+        let ids = match dirty {
+            Dirty::All => mirror.job_ids(),
+            Dirty::Jobs(ids) => ids,
+        };
+        let nodes: Vec<Node> = mirror.nodes().map(|n| n.value.clone()).collect();
+        for id in ids {
+            let tasks: Vec<Task> = mirror.tasks_of(&id).map(|t| t.value.clone()).collect();
+            let Some(job) = mirror.job(&id) else {
+                // Tasks of a job that is gone (a name reused by a new job): stop, then forget.
+                for orphan in tasks {
+                    wrote = true;
+                    if orphan.state.is_terminal() {
+                        self.forget(&[orphan.id]).await?;
+                    } else {
+                        stop_task(&self.repo, &orphan.id, "its job was replaced", now).await?;
+                    }
+                }
+                continue;
+            };
+            let plan = plan(&job.value, &tasks, now);
             if plan != Plan::default() {
-                self.apply(&job, plan, &nodes, &job_tasks).await?;
+                wrote = true;
+                self.apply(&job.value, plan, &nodes, &tasks).await?;
             }
         }
-        // Tasks of jobs that are gone (a name reused by a new job): stop, then forget them.
-        for orphan in tasks.into_values().flatten() {
-            if orphan.state.is_terminal() {
-                self.forget(&[orphan.id]).await?;
-            } else {
-                stop_task(&self.repo, &orphan.id, "its job was replaced", now).await?;
-            }
+        Ok(wrote)
+    }
+
+    /// Deletes faults past their expiry. Returns whether any went.
+    async fn sweep_expired_faults(&self, mirror: &Mirror, now_ms: u64) -> Result<bool, RepoError> {
+        let expired: Vec<Op> = mirror
+            .faults()
+            .filter(|f| f.value.fault.expired(now_ms))
+            .map(|f| Op::Delete {
+                key: format!("{FAULTS}{}", f.value.fault.id),
+                expect: Expect::Revision(f.revision),
+            })
+            .collect();
+        if expired.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        match self.repo.commit(expired).await {
+            // Halted or changed meanwhile: the next pass looks again.
+            Err(RepoError::Store(StoreError::Conflict { .. })) => Ok(false),
+            other => other.map(|_| true),
+        }
     }
 
     async fn forget(&self, ids: &[String]) -> Result<(), RepoError> {
@@ -348,13 +421,6 @@ fn pick_node<'a>(nodes: &'a [Node], tasks: &[Task]) -> Option<&'a Node> {
             .filter(|t| t.node == n.name && !t.state.is_terminal())
             .count()
     })
-}
-
-async fn next_change(watch: &mut Option<paved_store::WatchStream>) -> Option<()> {
-    match watch {
-        Some(w) => w.next().await.and_then(|e| e.ok()).map(|_| ()),
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

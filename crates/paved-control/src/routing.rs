@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use paved_api::v1::{self as pb, routing_server::Routing};
-use paved_store::{Expect, Op, StoreError};
+use paved_store::{Expect, Op};
 use paved_types::{Backend, Fault, FaultAction, Route, Sticky};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
@@ -163,31 +163,6 @@ pub async fn routes(repo: &Repo) -> Result<Vec<RouteRecord>, RepoError> {
 /// Every stored fault, expired ones included.
 pub async fn faults(repo: &Repo) -> Result<Vec<FaultRecord>, RepoError> {
     Ok(repo.list(FAULTS).await?.into_iter().map(|f| f.value).collect())
-}
-
-/// Deletes faults past their expiry; returns how many went.
-pub async fn sweep_expired_faults(repo: &Repo, now_ms: u64) -> Result<usize, RepoError> {
-    let expired: Vec<Op> = repo
-        .list::<FaultRecord>(FAULTS)
-        .await?
-        .into_iter()
-        .filter(|f| f.value.fault.expired(now_ms))
-        .map(|f| Op::Delete {
-            key: format!("{FAULTS}{}", f.value.fault.id),
-            expect: Expect::Revision(f.revision),
-        })
-        .collect();
-    let count = expired.len();
-    if count > 0 {
-        match repo.commit(expired).await {
-            // Halted or changed meanwhile: the next pass looks again.
-            Err(RepoError::Store(StoreError::Conflict { .. })) => return Ok(0),
-            other => {
-                other?;
-            }
-        }
-    }
-    Ok(count)
 }
 
 async fn put<T: Serialize>(repo: &Repo, key: String, value: &T) -> Result<(), ApiError> {

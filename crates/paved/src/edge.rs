@@ -6,94 +6,102 @@
 //! check serves once it is healthy; a task without one once it runs; a task asked to stop is
 //! draining: no new requests, while the agent waits before signalling it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt as _, StreamExt};
-use paved_control::Repo;
-use paved_control::repo::{JOBS, RepoError, TASKS};
-use paved_control::routing;
+use paved_control::mirror::{Changes, Mirror};
+use paved_control::repo::RepoError;
 use paved_proxy::{Endpoint, Snapshot};
-use paved_types::{Desired, Health, Job, Task, TaskState};
+use paved_types::{Desired, Health, Job, Route, Task, TaskState};
 use tokio::sync::watch;
 
 /// Changes closer together than this become one snapshot.
 const SETTLE: Duration = Duration::from_millis(20);
-/// Keys whose changes can change a snapshot; node heartbeats and tokens cannot.
-const WATCHED: [&str; 4] = [routing::ROUTES, routing::FAULTS, JOBS, TASKS];
 /// After a broken watch, before listing again.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// The snapshot as the store holds it now.
-pub async fn snapshot(repo: &Repo) -> Result<Snapshot, RepoError> {
-    let routes = routing::routes(repo)
-        .await?
-        .into_iter()
-        .map(|r| r.route)
-        .collect();
-    let faults = routing::faults(repo)
-        .await?
-        .into_iter()
-        .map(|f| f.fault)
-        .collect();
-    let jobs: HashMap<String, Job> = repo
-        .jobs()
-        .await?
-        .into_iter()
-        .map(|j| (j.value.id.clone(), j.value))
-        .collect();
+/// The snapshot as `mirror` shows the store: endpoints of the jobs some route sends to.
+pub fn snapshot(mirror: &Mirror) -> Snapshot {
+    let routes: Vec<_> = mirror.routes().map(|r| r.value.route.clone()).collect();
+    let faults = mirror.faults().map(|f| f.value.fault.clone()).collect();
+    let routed = routed_jobs(&routes);
     let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
-    for task in repo.tasks().await? {
-        let task = task.value;
-        let Some(job) = jobs.get(&task.job_id) else {
+    for job in mirror.jobs().map(|j| &j.value) {
+        if !routed.contains(job.spec.name.as_str()) {
             continue;
-        };
-        if serves(job, &task) {
-            endpoints
-                .entry(job.spec.name.clone())
-                .or_default()
-                .extend(task_endpoints(job, &task));
         }
+        let serving = mirror
+            .tasks_of(&job.id)
+            .filter(|t| serves(job, &t.value))
+            .flat_map(|t| task_endpoints(job, &t.value));
+        endpoints
+            .entry(job.spec.name.clone())
+            .or_default()
+            .extend(serving);
     }
-    Ok(Snapshot {
+    Snapshot {
         routes,
         endpoints,
         faults,
-    })
+    }
 }
 
-/// Keeps `snapshots` current until the process ends.
-pub async fn follow(repo: Repo, snapshots: watch::Sender<Arc<Snapshot>>) {
+/// Keeps `snapshots` current until the process ends, starting from `mirror`.
+pub async fn follow(mirror: Mirror, snapshots: watch::Sender<Arc<Snapshot>>) {
+    let repo = mirror.repo().clone();
+    let mut mirror = Some(mirror);
     loop {
-        if let Err(e) = follow_once(&repo, &snapshots).await {
+        let started = match mirror.take() {
+            Some(mirror) => Ok(mirror),
+            None => Mirror::start(&repo).await,
+        };
+        let outcome = match started {
+            Ok(mirror) => follow_once(mirror, &snapshots).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
             tracing::warn!(error = %e, "edge router lost the store's watch; listing again");
         }
         tokio::time::sleep(RETRY).await;
     }
 }
 
-async fn follow_once(repo: &Repo, snapshots: &watch::Sender<Arc<Snapshot>>) -> Result<(), RepoError> {
-    let revision = repo.store().revision().await?;
-    let mut changes = repo.store().watch("/", revision).await?;
-    snapshots.send_replace(Arc::new(snapshot(repo).await?));
-    while let Some(event) = changes.next().await {
-        if !WATCHED
-            .iter()
-            .any(|prefix| event.as_ref().map_or(true, |e| e.key.starts_with(prefix)))
-        {
+async fn follow_once(mut mirror: Mirror, snapshots: &watch::Sender<Arc<Snapshot>>) -> Result<(), RepoError> {
+    snapshots.send_replace(Arc::new(snapshot(&mirror)));
+    loop {
+        let changes = mirror.next_change().await?;
+        if !affects(&mirror, &changes, &snapshots.borrow()) {
             continue;
         }
-        event?;
         // A burst of writes (a scale to 50) becomes one rebuild.
         tokio::time::sleep(SETTLE).await;
-        while let Some(Some(next)) = changes.next().now_or_never() {
-            next?;
-        }
-        snapshots.send_replace(Arc::new(snapshot(repo).await?));
+        mirror.catch_up()?;
+        snapshots.send_replace(Arc::new(snapshot(&mirror)));
     }
-    Ok(())
+}
+
+/// Whether `changes` can change the snapshot: routes and faults always; a job or its tasks
+/// only when a route sends to it (node heartbeats and unrouted jobs never).
+fn affects(mirror: &Mirror, changes: &Changes, current: &Snapshot) -> bool {
+    if changes.routes || changes.faults {
+        return true;
+    }
+    let routed = routed_jobs(&current.routes);
+    changes.jobs.iter().any(|id| match mirror.job(id) {
+        Some(job) => routed.contains(job.value.spec.name.as_str()),
+        // Deleted: it mattered if it had endpoints.
+        None => true,
+    })
+}
+
+/// Names of the jobs some route sends traffic to.
+fn routed_jobs(routes: &[Route]) -> HashSet<&str> {
+    routes
+        .iter()
+        .flat_map(|r| r.backends.iter().map(|b| b.job.as_str()))
+        .collect()
 }
 
 /// Whether the task takes traffic (or is draining what it has).

@@ -278,7 +278,8 @@ async fn start_proxy(
     oneshot::Sender<()>,
     (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
 )> {
-    let first = crate::edge::snapshot(repo).await?;
+    let mirror = paved_control::mirror::Mirror::start(repo).await?;
+    let first = crate::edge::snapshot(&mirror);
     let (snapshots, follow) = tokio::sync::watch::channel(Arc::new(first));
     let clock: Arc<dyn paved_proxy::Clock> = Arc::new(paved_proxy::SystemClock);
     let proxy = paved_proxy::Proxy::new(
@@ -295,7 +296,7 @@ async fn start_proxy(
         )
     })?;
     let bound = per_core.local_addr();
-    let feeder = tokio::spawn(crate::edge::follow(repo.clone(), snapshots));
+    let feeder = tokio::spawn(crate::edge::follow(mirror, snapshots));
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         let shutdown = async {
