@@ -209,10 +209,11 @@ impl Api {
             updated_at_ms: now,
         };
         let replacing = existing.as_ref();
+        let routes = crate::routing::job_route_ops(repo, &job, now).await?;
         // Ids are random; the rare collision with an existing id just draws another.
         let mut attempts = 0;
         loop {
-            match repo.create_job(&job, replacing).await {
+            match repo.create_job(&job, replacing, routes.clone()).await {
                 Ok(_) => break,
                 Err(RepoError::Store(StoreError::Conflict { key, .. }))
                     if key == job_id_key(&job.id) && attempts < 8 =>
@@ -220,10 +221,14 @@ impl Api {
                     attempts += 1;
                     job.id = self.inner.ids.job_id();
                 }
-                Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                Err(RepoError::Store(StoreError::Conflict { key, .. })) => {
                     let name = &job.spec.name;
+                    let what = match key.strip_prefix(crate::routing::ROUTES) {
+                        Some(route) => format!("route {route:?}"),
+                        None => format!("job {name:?}"),
+                    };
                     return Err(ApiError::AlreadyExists(format!(
-                        "job {name:?} was created concurrently; retry"
+                        "{what} was created or changed concurrently; retry"
                     )));
                 }
                 Err(other) => return Err(other.into()),

@@ -53,6 +53,17 @@ pub fn spec(spec: &JobSpec) -> pb::JobSpec {
         driver: spec.driver.as_str().to_owned(),
         health: spec.health.as_ref().map(health),
         image: spec.image.clone().unwrap_or_default(),
+        routes: spec
+            .routes
+            .iter()
+            .map(|route| {
+                crate::routing::route_message(&crate::routing::RouteRecord {
+                    route: route.clone(),
+                    owner: crate::routing::job_owner(&spec.name),
+                    updated_at_ms: 0,
+                })
+            })
+            .collect(),
     }
 }
 

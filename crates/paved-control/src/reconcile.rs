@@ -5,7 +5,7 @@
 
 use paved_telemetry::Registry;
 use paved_telemetry::catalog::{CONTROL_RECONCILE_DURATION, SCHEDULER_PLACEMENTS};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::env::{Clock, Ids};
 use crate::mirror::{Changes, Mirror};
 use crate::repo::{Change, Repo, RepoError, task_key};
-use crate::routing::FAULTS;
+use crate::routing::{FAULTS, ROUTES, job_owner};
 
 /// What one job needs done.
 #[derive(Debug, Default, PartialEq)]
@@ -151,6 +151,9 @@ impl Reconciler {
     pub async fn pass(&self, mirror: &Mirror, dirty: Dirty) -> Result<bool, RepoError> {
         let now = self.clock.now_ms();
         let mut wrote = self.sweep_expired_faults(mirror, now).await?;
+        if dirty == Dirty::All {
+            wrote |= self.sweep_ownerless_routes(mirror).await?;
+        }
         let ids = match dirty {
             Dirty::All => mirror.job_ids(),
             Dirty::Jobs(ids) => ids,
@@ -177,6 +180,20 @@ impl Reconciler {
             }
         }
         Ok(wrote)
+    }
+
+    /// Deletes the routes a job's manifest declared once the job ended, was replaced by one
+    /// without them, or is gone. Returns whether any went.
+    async fn sweep_ownerless_routes(&self, mirror: &Mirror) -> Result<bool, RepoError> {
+        let stale = ownerless_routes(mirror);
+        if stale.is_empty() {
+            return Ok(false);
+        }
+        info!(routes = stale.len(), "removing routes of ended jobs");
+        match self.repo.commit(stale).await {
+            Err(RepoError::Store(StoreError::Conflict { .. })) => Ok(false),
+            other => other.map(|_| true),
+        }
     }
 
     /// Deletes faults past their expiry. Returns whether any went.
@@ -293,6 +310,34 @@ impl Reconciler {
         self.repo.put_task(&task, Expect::Absent).await?;
         Ok(())
     }
+}
+
+/// Deletes of the job-declared routes whose job ended, is gone, or no longer declares them.
+fn ownerless_routes(mirror: &Mirror) -> Vec<Op> {
+    let mut owned = mirror
+        .routes()
+        .filter(|r| r.value.owner.starts_with("job:"))
+        .peekable();
+    if owned.peek().is_none() {
+        return Vec::new();
+    }
+    let live: HashMap<String, &Job> = mirror
+        .jobs()
+        .filter(|j| !j.value.state.is_terminal())
+        .map(|j| (job_owner(&j.value.spec.name), &j.value))
+        .collect();
+    owned
+        .filter(|r| {
+            let declared = live
+                .get(&r.value.owner)
+                .is_some_and(|job| job.spec.routes.iter().any(|d| d.name == r.value.route.name));
+            !declared
+        })
+        .map(|r| Op::Delete {
+            key: format!("{ROUTES}{}", r.value.route.name),
+            expect: Expect::Revision(r.revision),
+        })
+        .collect()
 }
 
 /// Asks a task to stop: a task no agent picked up yet is killed on the spot, a live one gets

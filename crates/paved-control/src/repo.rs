@@ -133,9 +133,15 @@ impl Repo {
             .await
     }
 
-    /// Creates the job and its id index atomically; fails with `Conflict` if the name is taken
-    /// by anything but `replacing` (an ended job of the same name, whose id index goes with it).
-    pub async fn create_job(&self, job: &Job, replacing: Option<&Versioned<Job>>) -> Result<u64, RepoError> {
+    /// Creates the job and its id index atomically, with `also` (the routes it declares);
+    /// fails with `Conflict` if the name is taken by anything but `replacing` (an ended job of
+    /// the same name, whose id index goes with it).
+    pub async fn create_job(
+        &self,
+        job: &Job,
+        replacing: Option<&Versioned<Job>>,
+        also: Vec<Op>,
+    ) -> Result<u64, RepoError> {
         let expect = replacing.map_or(Expect::Absent, |old| Expect::Revision(old.revision));
         let mut ops = vec![
             put_op(job_key(&job.tenant, &job.spec.name), job, expect)?,
@@ -151,6 +157,7 @@ impl Repo {
                 expect: Expect::Any,
             });
         }
+        ops.extend(also);
         Ok(self.store.txn(ops).await?)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use paved_api::v1::{self as pb, routing_server::Routing};
 use paved_store::{Expect, Op};
-use paved_types::{Backend, Fault, FaultAction, Route, Sticky};
+use paved_types::{Backend, Fault, FaultAction, Job, Route, Sticky};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -163,6 +163,45 @@ pub async fn routes(repo: &Repo) -> Result<Vec<RouteRecord>, RepoError> {
 /// Every stored fault, expired ones included.
 pub async fn faults(repo: &Repo) -> Result<Vec<FaultRecord>, RepoError> {
     Ok(repo.list(FAULTS).await?.into_iter().map(|f| f.value).collect())
+}
+
+/// The owner a job's manifest routes are stored with.
+pub fn job_owner(job_name: &str) -> String {
+    format!("job:{job_name}")
+}
+
+/// Puts of the routes `job`'s manifest declares, each compared against what is stored so a
+/// concurrent change fails the job's create. A route of the same name made another way
+/// (`paved route add`, another job) is refused: the job would take its traffic.
+pub async fn job_route_ops(repo: &Repo, job: &Job, now_ms: u64) -> Result<Vec<Op>, ApiError> {
+    let owner = job_owner(&job.spec.name);
+    let mut ops = Vec::with_capacity(job.spec.routes.len());
+    for route in &job.spec.routes {
+        let key = format!("{ROUTES}{}", route.name);
+        let existing = repo.get::<RouteRecord>(&key).await?;
+        let expect = match existing {
+            None => Expect::Absent,
+            Some(found) if found.value.owner == owner => Expect::Revision(found.revision),
+            Some(found) => {
+                let by = match found.value.owner.strip_prefix("job:") {
+                    Some(other) => format!("declared by job {other:?}"),
+                    None => "made with `paved route add`".to_owned(),
+                };
+                return Err(ApiError::AlreadyExists(format!(
+                    "route {:?} already exists ({by}); give this job's route another name \
+                     ([[routes]] name = \"...\") or remove the other with `paved route delete {}`",
+                    route.name, route.name
+                )));
+            }
+        };
+        let record = RouteRecord {
+            route: route.clone(),
+            owner: owner.clone(),
+            updated_at_ms: now_ms,
+        };
+        ops.push(crate::repo::put_op(key, &record, expect)?);
+    }
+    Ok(ops)
 }
 
 async fn put<T: Serialize>(repo: &Repo, key: String, value: &T) -> Result<(), ApiError> {

@@ -29,6 +29,9 @@ pub struct JobSpec {
     /// directories, read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Routes the manifest declares (`[[routes]]`), each with this job as its only backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<crate::Route>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -30,6 +30,8 @@
 //! threshold = 3                # default 3; 1..=100 consecutive failures make it unhealthy
 //! ```
 //!
+//! Routes to the job's tasks: `[[routes]]`, see `routes.rs`.
+//!
 //! Also at the top level: `network = "host" | "none"` (default "host") and
 //! `driver = "sandbox" | "process"` (default "sandbox"); in `[resources]`, `pids = 1024`
 //! (1..=65536).
@@ -44,6 +46,7 @@ use std::time::Duration;
 
 mod health;
 mod hints;
+mod routes;
 mod rules;
 
 use serde::{Deserialize, Serialize};
@@ -150,14 +153,16 @@ enum Place {
     Restart,
     Port,
     Health,
+    Route,
 }
 
-const PLACES: [Place; 5] = [
+const PLACES: [Place; 6] = [
     Place::Top,
     Place::Resources,
     Place::Restart,
     Place::Port,
     Place::Health,
+    Place::Route,
 ];
 
 const BOM_LEN: usize = '\u{feff}'.len_utf8();
@@ -179,6 +184,7 @@ impl Place {
                 "driver",
                 "health",
                 "image",
+                "routes",
             ],
             Place::Resources => &["cpu", "memory", "pids"],
             Place::Restart => &["policy", "attempts", "delay"],
@@ -194,6 +200,9 @@ impl Place {
                 "grace",
                 "threshold",
             ],
+            Place::Route => &[
+                "name", "host", "hosts", "path", "port", "sticky", "timeout", "retries",
+            ],
         }
     }
 
@@ -204,6 +213,7 @@ impl Place {
             Place::Restart => "[restart]",
             Place::Port => "[[ports]]",
             Place::Health => "[health]",
+            Place::Route => "[[routes]]",
         }
     }
 }
@@ -316,6 +326,9 @@ impl<'t> Checker<'t> {
             self.ports_without_network(v);
         }
         let health = table.get("health").and_then(|v| self.health(v, &ports, network));
+        let routes = table.get("routes").map_or_else(Vec::new, |v| {
+            self.routes(v, name.as_deref().unwrap_or("job"), &ports)
+        });
         JobSpec {
             name: name.unwrap_or_default(),
             kind,
@@ -329,6 +342,7 @@ impl<'t> Checker<'t> {
             driver: driver.unwrap_or_default(),
             health,
             image,
+            routes,
         }
     }
 

@@ -209,3 +209,62 @@ async fn routes_are_validated_and_listed() {
     assert!(body.contains("shop-v"), "{body}");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_declares_its_route_which_goes_with_the_job() {
+    let p = InProcess::start().await;
+    // Another route is named "taken": a job may not take its name. (Both routes below match
+    // every path; equal prefixes go to the first name, "owned".)
+    p.add_route("taken", &[("someone", 100)]).await;
+    let clash = format!("{}[[routes]]\nname = \"taken\"\n", web("clash", 1));
+    let request = pb::CreateJobRequest {
+        manifest: clash,
+        source: "clash.toml".into(),
+    };
+    let refused = p.jobs().create_job(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(
+        refused.message().contains("route \"taken\" already exists"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        p.jobs()
+            .get_job(pb::GetJobRequest { job: "clash".into() })
+            .await
+            .is_err(),
+        "a refused job leaves nothing behind"
+    );
+
+    let job = p
+        .submit(format!("{}[[routes]]\npath = \"/\"\n", web("owned", 2)))
+        .await;
+    let declared = job.spec.as_ref().map(|s| s.routes.len());
+    assert_eq!(declared, Some(1), "the job shows the route it declares");
+    let listed: pb::ListRoutesResponse = p.get_json("/v1/routes").await;
+    let route = listed.routes.iter().find(|r| r.name == "owned");
+    let route = route.unwrap_or_else(|| panic!("route listed: {listed:?}"));
+    assert_eq!(route.owner, "job:owned");
+    assert_eq!(route.backends[0].job, "owned");
+    p.wait_serving(&["owned"]).await;
+
+    // Killed, the job takes its route with it; the other route stays.
+    p.jobs()
+        .kill_job(pb::KillJobRequest { job: "owned".into() })
+        .await
+        .unwrap();
+    wait_for("the job's route to go", || async {
+        let listed: pb::ListRoutesResponse = p.get_json("/v1/routes").await;
+        listed.routes.iter().all(|r| r.name != "owned")
+    })
+    .await;
+    let listed: pb::ListRoutesResponse = p.get_json("/v1/routes").await;
+    let names: Vec<&str> = listed.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["taken"]);
+
+    // The name is free again for a new job of that name.
+    p.submit(format!("{}[[routes]]\npath = \"/\"\n", web("owned", 1)))
+        .await;
+    p.wait_serving(&["owned"]).await;
+    p.stop().await;
+}

@@ -52,7 +52,7 @@ fn task(job_id: &str, suffix: &str) -> Task {
 }
 
 async fn put_job(repo: &Repo, job: &Job) -> u64 {
-    repo.create_job(job, None).await.expect("create job")
+    repo.create_job(job, None, vec![]).await.expect("create job")
 }
 
 #[tokio::test]
@@ -102,7 +102,10 @@ async fn deletes_and_reused_names_drop_the_old_job() {
 
     // A new job under the same name replaces the old one's record.
     let stored = repo.job_by_name("default", "web").await.unwrap().unwrap();
-    let written = repo.create_job(&job("cc", "web"), Some(&stored)).await.unwrap();
+    let written = repo
+        .create_job(&job("cc", "web"), Some(&stored), vec![])
+        .await
+        .unwrap();
     let changes = mirror.catch_up_to(written).await.unwrap();
     assert!(changes.jobs.contains("cc"));
     assert!(mirror.job("aa").is_none(), "the replaced job is gone");

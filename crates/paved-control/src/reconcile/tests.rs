@@ -33,6 +33,7 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
             driver: Default::default(),
             health: None,
             image: None,
+            routes: vec![],
         },
         state,
         reason: String::new(),
