@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod convert;
+pub mod edge;
 pub mod env;
 pub mod error;
 pub mod http;

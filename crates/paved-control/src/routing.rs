@@ -6,14 +6,21 @@
 
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use paved_api::v1::{self as pb, routing_server::Routing};
 use paved_store::{Expect, Op};
+use paved_types::edge::Snapshot;
 use paved_types::{Backend, Fault, FaultAction, Job, Route, Sticky};
 use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::Api;
+use crate::edge::snapshot_message;
 use crate::error::ApiError;
+use crate::mirror::Mirror;
 use crate::repo::{Repo, RepoError};
 
 pub const ROUTES: &str = "/routes/";
@@ -40,9 +47,32 @@ pub struct FaultRecord {
 const MAX_FAULT_FOR: Duration = Duration::from_secs(24 * 3600);
 
 type ApiResult<T> = Result<Response<T>, Status>;
+pub type EdgeStream = Pin<Box<dyn Stream<Item = Result<pb::EdgeSnapshot, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Routing for Api {
+    type WatchEdgeStream = EdgeStream;
+
+    async fn watch_edge(&self, _req: Request<pb::WatchEdgeRequest>) -> ApiResult<EdgeStream> {
+        let mirror = Mirror::start(self.repo()).await.map_err(ApiError::from)?;
+        // The newest snapshot wins: a slow proxy skips the ones it had no time for.
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let tx = std::sync::Arc::new(tx);
+        tokio::spawn(async move {
+            let sender = tx.clone();
+            let publish = |snapshot: Snapshot| sender.send(Some(snapshot_message(&snapshot))).is_ok();
+            tokio::select! {
+                outcome = crate::edge::follow(mirror, publish) => if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "an edge watch lost the store; the proxy reconnects");
+                },
+                // The proxy went away: stop following at once, not at the next change.
+                () = tx.closed() => {}
+            }
+        });
+        let stream = WatchStream::new(rx).filter_map(|s| std::future::ready(s.map(Ok)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_routes(&self, _req: Request<pb::ListRoutesRequest>) -> ApiResult<pb::ListRoutesResponse> {
         let routes = routes(self.repo()).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListRoutesResponse {
@@ -228,7 +258,7 @@ fn not_found_route(name: String) -> ApiError {
 }
 
 /// The API's route as the domain's, before validation.
-fn route_of(m: &pb::Route) -> Result<Route, ApiError> {
+pub fn route_of(m: &pb::Route) -> Result<Route, ApiError> {
     let sticky = match (m.sticky_header.as_str(), m.sticky_cookie.as_str()) {
         ("", "") => None,
         (header, "") => Some(Sticky::Header(header.to_owned())),
@@ -340,7 +370,34 @@ fn fault_of(req: &pb::AddFaultRequest, id: &str, now_ms: u64) -> Result<Fault, A
     })
 }
 
-fn fault_message(f: &FaultRecord) -> pb::Fault {
+/// A fault as the API sent it in a snapshot, checked like every fault.
+pub fn fault_of_message(m: &pb::Fault) -> Result<Fault, ApiError> {
+    let action = match (m.delay_ms, m.abort_status) {
+        (delay, 0) if delay > 0 => FaultAction::Delay(Duration::from_millis(delay)),
+        (0, status) if status > 0 => FaultAction::Abort(u16::try_from(status).unwrap_or(u16::MAX)),
+        _ => {
+            return Err(ApiError::invalid(
+                "delay_ms",
+                "and abort_status: exactly one must be set",
+            ));
+        }
+    };
+    let header = (!m.header_name.is_empty()).then(|| (m.header_name.clone(), m.header_value.clone()));
+    let fault = Fault {
+        id: m.id.clone(),
+        route: m.route.clone(),
+        action,
+        percent: m.percent,
+        header,
+        expires_at_ms: m.expires_at_ms,
+    };
+    fault
+        .validate()
+        .map_err(|e| ApiError::invalid("fault", e.to_string()))?;
+    Ok(fault)
+}
+
+pub fn fault_message(f: &FaultRecord) -> pb::Fault {
     let fault = &f.fault;
     let (delay_ms, abort_status) = match fault.action {
         FaultAction::Delay(d) => (u64::try_from(d.as_millis()).unwrap_or(u64::MAX), 0),

@@ -3,6 +3,7 @@
 //! I/O, so every rule is testable as a plain function.
 #![forbid(unsafe_code)]
 
+pub mod edge;
 pub mod job;
 pub mod manifest;
 pub mod node;

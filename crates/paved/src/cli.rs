@@ -219,6 +219,18 @@ pub enum Command {
         action: Option<TenantAction>,
     },
 
+    /// Run an edge router of its own, following a server's routes (`--server`).
+    ///
+    /// It gets routes, faults and the serving tasks of every routed job from the server as
+    /// they change, and keeps routing by the last it got while the server is unreachable.
+    /// Put one at the edge of each region; `paved up` runs one inside already.
+    ///
+    /// Examples:
+    ///   paved proxy --server http://10.0.0.5:7070 --token $PAVED_TOKEN --listen 0.0.0.0:80
+    ///   paved proxy --listen 127.0.0.1:8443 --tls-cert cert.pem --tls-key key.pem
+    #[command(verbatim_doc_comment)]
+    Proxy(ProxyArgs),
+
     /// Add, change or remove a route of the edge router (`paved up --proxy`).
     ///
     /// A route sends requests for a host and path prefix to one or more jobs by weight; the
@@ -335,13 +347,38 @@ pub struct UpArgs {
     pub proxy: SocketAddr,
 
     /// Run without the edge router.
-    #[arg(long, conflicts_with = "proxy")]
+    #[arg(long, conflicts_with_all = ["proxy", "proxy_tls_cert"])]
     pub no_proxy: bool,
+
+    /// Terminate TLS on the edge router with this certificate chain (PEM, leaf first);
+    /// HTTP/1.1 and HTTP/2 are offered by ALPN. Needs --proxy-tls-key.
+    #[arg(long, requires = "proxy_tls_key", value_name = "FILE")]
+    pub proxy_tls_cert: Option<PathBuf>,
+
+    /// The private key of --proxy-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "proxy_tls_cert", value_name = "FILE")]
+    pub proxy_tls_key: Option<PathBuf>,
 
     /// Also push every metric, once per metrics step, to this OTLP/gRPC collector
     /// (e.g. http://127.0.0.1:4317).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+}
+
+/// `paved proxy`: where it listens and how it terminates TLS.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address to take requests on: HTTP/1.1 and h2c (gRPC), or TLS with --tls-cert.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Terminate TLS with this certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(cli.global);
     match cli.command {
         Command::Up(args) => crate::up::run(args).await,
+        Command::Proxy(args) => {
+            let token = TokenSource::resolve(ctx.token.clone());
+            crate::edge::run(args, ctx.server.clone(), token).await
+        }
         Command::Run { file, wait } => run::run(&ctx, &file, wait).await,
         Command::Validate { file } => run::validate(&ctx, &file),
         Command::Jobs => jobs::list(&ctx).await,

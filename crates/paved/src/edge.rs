@@ -1,55 +1,60 @@
-//! The edge router inside `paved up`: follows the store (routes, faults, jobs and tasks) and
-//! hands the proxy a fresh [`Snapshot`] after every change.
-//!
-//! Endpoints are the running tasks of each job, one per port, at this node's loopback (every
-//! task of `paved up` runs on this machine, on host networking). A task whose job has a health
-//! check serves once it is healthy; a task without one once it runs; a task asked to stop is
-//! draining: no new requests, while the agent waits before signalling it.
+//! Runs the edge router: `paved up` feeds it from its own store in-process; `paved proxy`
+//! follows a server's `Routing.WatchEdge` stream and keeps routing by the last snapshot it got
+//! while the server is away.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paved_control::mirror::{Changes, Mirror};
-use paved_control::repo::RepoError;
-use paved_proxy::{Endpoint, Snapshot};
-use paved_types::{Desired, Health, Job, Route, Task, TaskState};
-use tokio::sync::watch;
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use paved_api::v1 as pb;
+use paved_control::edge;
+use paved_control::mirror::Mirror;
+use paved_proxy::{PerCore, Proxy, ProxyConfig, Snapshot, TlsConfig};
+use paved_telemetry::Registry;
+use tokio::sync::{oneshot, watch};
 
-/// Changes closer together than this become one snapshot.
-const SETTLE: Duration = Duration::from_millis(20);
-/// After a broken watch, before listing again.
-const RETRY: Duration = Duration::from_millis(500);
+use crate::cli::ProxyArgs;
+use crate::client::{Client, TokenSource};
 
-/// The snapshot as `mirror` shows the store: endpoints of the jobs some route sends to.
-pub fn snapshot(mirror: &Mirror) -> Snapshot {
-    let routes: Vec<_> = mirror.routes().map(|r| r.value.route.clone()).collect();
-    let faults = mirror.faults().map(|f| f.value.fault.clone()).collect();
-    let routed = routed_jobs(&routes);
-    let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
-    for job in mirror.jobs().map(|j| &j.value) {
-        if !routed.contains(job.spec.name.as_str()) {
-            continue;
-        }
-        let serving = mirror
-            .tasks_of(&job.id)
-            .filter(|t| serves(job, &t.value))
-            .flat_map(|t| task_endpoints(job, &t.value));
-        endpoints
-            .entry(job.spec.name.clone())
-            .or_default()
-            .extend(serving);
-    }
-    Snapshot {
-        routes,
-        endpoints,
-        faults,
-    }
+/// After a broken watch, before trying again; doubles up to `MAX_RETRY`.
+const RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// TLS for the edge listener, from `--tls-cert` and `--tls-key` (clap makes them come as a
+/// pair).
+pub fn tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsConfig> {
+    Some(TlsConfig {
+        cert_chain: cert?,
+        private_key: key?,
+    })
 }
 
-/// Keeps `snapshots` current until the process ends, starting from `mirror`.
-pub async fn follow(mirror: Mirror, snapshots: watch::Sender<Arc<Snapshot>>) {
+/// Binds the proxy, one listener and thread per core, routing by `snapshots`.
+pub async fn bind(
+    addr: SocketAddr,
+    tls: Option<TlsConfig>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    registry: Registry,
+) -> anyhow::Result<PerCore> {
+    let config = ProxyConfig {
+        tls,
+        ..ProxyConfig::default()
+    };
+    let clock: Arc<dyn paved_proxy::Clock> = Arc::new(paved_proxy::SystemClock);
+    let proxy = Proxy::new(config, snapshots, registry, clock)?;
+    // One single-threaded runtime and listener per core: measured faster than one shared
+    // runtime (BENCHMARKS.md).
+    proxy
+        .bind_per_core(addr, 0)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the edge router: choose another address"))
+}
+
+/// Keeps `snapshots` current from the store until the process ends, starting from `mirror`.
+pub async fn feed_from_store(mirror: Mirror, snapshots: watch::Sender<Arc<Snapshot>>) {
     let repo = mirror.repo().clone();
     let mut mirror = Some(mirror);
     loop {
@@ -57,8 +62,12 @@ pub async fn follow(mirror: Mirror, snapshots: watch::Sender<Arc<Snapshot>>) {
             Some(mirror) => Ok(mirror),
             None => Mirror::start(&repo).await,
         };
+        let publish = |snapshot| {
+            snapshots.send_replace(Arc::new(snapshot));
+            true
+        };
         let outcome = match started {
-            Ok(mirror) => follow_once(mirror, &snapshots).await,
+            Ok(mirror) => edge::follow(mirror, publish).await,
             Err(e) => Err(e),
         };
         if let Err(e) = outcome {
@@ -68,67 +77,68 @@ pub async fn follow(mirror: Mirror, snapshots: watch::Sender<Arc<Snapshot>>) {
     }
 }
 
-async fn follow_once(mut mirror: Mirror, snapshots: &watch::Sender<Arc<Snapshot>>) -> Result<(), RepoError> {
-    snapshots.send_replace(Arc::new(snapshot(&mirror)));
+/// Keeps `snapshots` current from the server's `WatchEdge` stream until the process ends,
+/// reconnecting after every break. The last good snapshot stays in force meanwhile: a proxy
+/// that lost its control plane keeps serving what it knew.
+pub async fn feed_from_server(server: String, token: TokenSource, snapshots: watch::Sender<Arc<Snapshot>>) {
+    let mut wait = RETRY;
     loop {
-        let changes = mirror.next_change().await?;
-        if !affects(&mirror, &changes, &snapshots.borrow()) {
-            continue;
+        match follow_server(&server, &token, &snapshots).await {
+            Ok(()) => wait = RETRY,
+            Err(e) => tracing::warn!(server, error = %format!("{e:#}"), "edge watch broke; reconnecting"),
         }
-        // A burst of writes (a scale to 50) becomes one rebuild.
-        tokio::time::sleep(SETTLE).await;
-        mirror.catch_up()?;
-        snapshots.send_replace(Arc::new(snapshot(&mirror)));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_RETRY);
     }
 }
 
-/// Whether `changes` can change the snapshot: routes and faults always; a job or its tasks
-/// only when a route sends to it (node heartbeats and unrouted jobs never).
-fn affects(mirror: &Mirror, changes: &Changes, current: &Snapshot) -> bool {
-    if changes.routes || changes.faults {
-        return true;
+/// One connection's worth of snapshots. Returns `Ok` when the server ended the stream.
+async fn follow_server(
+    server: &str,
+    token: &TokenSource,
+    snapshots: &watch::Sender<Arc<Snapshot>>,
+) -> anyhow::Result<()> {
+    let client = Client::connect(server, token).await?;
+    let mut stream = client
+        .routing()
+        .watch_edge(pb::WatchEdgeRequest {})
+        .await
+        .map_err(|s| client.explain(s))?
+        .into_inner();
+    tracing::info!(server, "following the server's routes");
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(|s| client.explain(s))?;
+        match edge::snapshot_of(&message) {
+            Ok(snapshot) => {
+                snapshots.send_replace(Arc::new(snapshot));
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring an unusable snapshot from the server"),
+        }
     }
-    let routed = routed_jobs(&current.routes);
-    changes.jobs.iter().any(|id| match mirror.job(id) {
-        Some(job) => routed.contains(job.value.spec.name.as_str()),
-        // Deleted: it mattered if it had endpoints.
-        None => true,
-    })
+    Ok(())
 }
 
-/// Names of the jobs some route sends traffic to.
-fn routed_jobs(routes: &[Route]) -> HashSet<&str> {
-    routes
-        .iter()
-        .flat_map(|r| r.backends.iter().map(|b| b.job.as_str()))
-        .collect()
-}
-
-/// Whether the task takes traffic (or is draining what it has).
-fn serves(job: &Job, task: &Task) -> bool {
-    if task.state != TaskState::Running {
-        return false;
-    }
-    match job.spec.health {
-        Some(_) => task.health == Health::Healthy,
-        None => task.health != Health::Unhealthy,
-    }
-}
-
-/// One endpoint per port, in the job's declared order (a route's default port is the first).
-fn task_endpoints(job: &Job, task: &Task) -> Vec<Endpoint> {
-    let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    job.spec
-        .ports
-        .iter()
-        .filter_map(|port| {
-            let number = task.ports.get(&port.name)?;
-            Some(Endpoint {
-                task: task.id.clone(),
-                addr: SocketAddr::new(host, *number),
-                port_name: port.name.clone(),
-                draining: task.desired == Desired::Stop,
+/// `paved proxy`: an edge router of its own, following a server's routes.
+pub async fn run(args: ProxyArgs, server: String, token: TokenSource) -> anyhow::Result<()> {
+    let (snapshots, follow) = watch::channel(Arc::new(Snapshot::default()));
+    let registry = Registry::new();
+    let tls = tls(args.tls_cert, args.tls_key);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let per_core = bind(args.listen, tls, follow, registry).await?;
+    let bound = per_core.local_addr();
+    let feeder = tokio::spawn(feed_from_server(server.clone(), token, snapshots));
+    println!("paved proxy routing {scheme}://{bound} by the routes of {server}; Ctrl-C stops it");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        per_core
+            .serve(async {
+                let _ = stopped.await;
             })
-        })
-        .collect()
+            .await
+    });
+    crate::up::shutdown_signal().await;
+    let _ = stop.send(());
+    feeder.abort();
+    serving.await??;
+    Ok(())
 }

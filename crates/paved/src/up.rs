@@ -47,6 +47,8 @@ pub struct Platform {
     pub listen: SocketAddr,
     /// Where the edge router listens, when it runs.
     pub proxy: Option<SocketAddr>,
+    /// Whether the edge router terminates TLS.
+    pub proxy_tls: bool,
     stop_proxy: Option<oneshot::Sender<()>>,
     pub data: PathBuf,
     pub token: String,
@@ -70,6 +72,8 @@ pub struct PlatformOptions {
     pub otlp_endpoint: Option<String>,
     /// Where the edge router listens; `None`: no edge router.
     pub proxy: Option<SocketAddr>,
+    /// Certificate files for the edge router to terminate TLS with; `None`: plain HTTP.
+    pub proxy_tls: Option<paved_proxy::TlsConfig>,
 }
 
 /// The metrics store's snapshot in the data directory: written at a clean stop and every
@@ -96,11 +100,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         metrics,
         otlp_endpoint: args.otlp_endpoint,
         proxy: (!args.no_proxy).then_some(args.proxy),
+        proxy_tls: crate::edge::tls(args.proxy_tls_cert, args.proxy_tls_key),
     })
     .await?;
     println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
     if let Some(proxy) = platform.proxy {
-        println!("  edge router on http://{proxy} (`paved route add` sends traffic to jobs)");
+        let scheme = if platform.proxy_tls { "https" } else { "http" };
+        println!("  edge router on {scheme}://{proxy} (`paved route add` sends traffic to jobs)");
     }
     println!("  data:  {}", platform.data.display());
     println!("  token: {}", platform.data.join(ADMIN_TOKEN_FILE).display());
@@ -199,7 +205,8 @@ impl Platform {
         tasks.extend([reconciler, agent_loop]);
         let (proxy, stop_proxy) = match opts.proxy {
             Some(addr) => {
-                let (addr, stop, serving) = start_proxy(addr, &repo, &telemetry).await?;
+                let tls = opts.proxy_tls.clone();
+                let (addr, stop, serving) = start_proxy(addr, tls, &repo, &telemetry).await?;
                 tasks.push(serving.0);
                 tasks.push(serving.1);
                 (Some(addr), Some(stop))
@@ -209,6 +216,7 @@ impl Platform {
         Ok(Platform {
             listen,
             proxy,
+            proxy_tls: opts.proxy_tls.is_some(),
             stop_proxy,
             data,
             token,
@@ -271,6 +279,7 @@ impl Platform {
 /// address, what stops it, and the two tasks.
 async fn start_proxy(
     addr: SocketAddr,
+    tls: Option<paved_proxy::TlsConfig>,
     repo: &Repo,
     telemetry: &Telemetry,
 ) -> anyhow::Result<(
@@ -279,24 +288,13 @@ async fn start_proxy(
     (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
 )> {
     let mirror = paved_control::mirror::Mirror::start(repo).await?;
-    let first = crate::edge::snapshot(&mirror);
+    let first = paved_control::edge::snapshot(&mirror);
     let (snapshots, follow) = tokio::sync::watch::channel(Arc::new(first));
-    let clock: Arc<dyn paved_proxy::Clock> = Arc::new(paved_proxy::SystemClock);
-    let proxy = paved_proxy::Proxy::new(
-        paved_proxy::ProxyConfig::default(),
-        follow,
-        telemetry.registry.clone(),
-        clock,
-    )?;
-    // One single-threaded runtime and listener per core: measured faster than one shared
-    // runtime (BENCHMARKS.md).
-    let per_core = proxy.bind_per_core(addr, 0).await.with_context(|| {
-        format!(
-            "cannot listen on {addr} for the edge router: choose another address with --proxy, or --no-proxy"
-        )
-    })?;
+    let per_core = crate::edge::bind(addr, tls, follow, telemetry.registry.clone())
+        .await
+        .context("choose another address with --proxy, or run without the edge router: --no-proxy")?;
     let bound = per_core.local_addr();
-    let feeder = tokio::spawn(crate::edge::follow(mirror, snapshots));
+    let feeder = tokio::spawn(crate::edge::feed_from_store(mirror, snapshots));
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         let shutdown = async {
@@ -420,7 +418,7 @@ fn total_memory() -> Option<u64> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -268,3 +268,126 @@ async fn a_job_declares_its_route_which_goes_with_the_job() {
     p.wait_serving(&["owned"]).await;
     p.stop().await;
 }
+
+#[tokio::test]
+async fn the_edge_router_terminates_tls_from_certificate_files() {
+    let certs = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let tls = paved_proxy::TlsConfig {
+        cert_chain: cert,
+        private_key: key,
+    };
+    let p = InProcess::start_configured(tempfile::tempdir().unwrap(), |o| o.proxy_tls = Some(tls)).await;
+    p.submit(format!("{}[[routes]]\n", web("secure", 1))).await;
+
+    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .build()
+        .unwrap();
+    let port = p.platform.proxy.unwrap().port();
+    let url = format!("https://localhost:{port}/");
+    wait_for("the job to answer over TLS", || async {
+        match client.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default().trim() == "secure",
+            Err(_) => false,
+        }
+    })
+    .await;
+    // Plain HTTP to a TLS listener gets no answer.
+    let plain = reqwest::get(format!("http://localhost:{port}/")).await;
+    assert!(plain.is_err(), "{plain:?}");
+    p.stop().await;
+}
+
+/// `paved proxy` as its own process, following the server's routes over the API.
+struct StandaloneProxy {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl StandaloneProxy {
+    fn start(p: &InProcess) -> StandaloneProxy {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paved"))
+            .args(["proxy", "--listen", "127.0.0.1:0", "--server"])
+            .arg(p.url(""))
+            .args(["--token", &p.platform.token])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start paved proxy");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "paved proxy routing http://127.0.0.1:PORT by the routes of ..."
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://")?.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        StandaloneProxy { child, addr }
+    }
+}
+
+impl Drop for StandaloneProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_standalone_proxy_follows_routes_faults_and_tasks_live() {
+    let p = InProcess::start().await;
+    let edge = StandaloneProxy::start(&p);
+    let url = format!("http://{}/", edge.addr);
+    let client = reqwest::Client::new();
+    let get = |header: Option<&str>| {
+        let mut request = client.get(&url);
+        if let Some(value) = header {
+            request = request.header("x-chaos", value);
+        }
+        async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default().trim().to_owned(),
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            }
+        }
+    };
+    // Nothing routed yet: the proxy answers 404 for an unknown route.
+    assert_eq!(get(None).await, "404");
+
+    p.submit(format!("{}[[routes]]\n", web("far", 1))).await;
+    wait_for("the standalone proxy to reach the job", || async {
+        get(None).await == "far"
+    })
+    .await;
+
+    let fault = serde_json::json!({"route": "far", "abort_status": 418, "percent": 100.0,
+        "header_name": "x-chaos", "header_value": "1", "for_ms": 600_000});
+    let response = p.api(reqwest::Method::POST, "/v1/faults", fault).await;
+    assert!(response.status().is_success());
+    wait_for("the fault to reach the standalone proxy", || async {
+        get(Some("1")).await == "418"
+    })
+    .await;
+    assert_eq!(
+        get(None).await,
+        "far",
+        "requests without the header are untouched"
+    );
+
+    p.jobs()
+        .kill_job(pb::KillJobRequest { job: "far".into() })
+        .await
+        .unwrap();
+    wait_for("the killed job's route to leave the proxy", || async {
+        get(None).await == "404"
+    })
+    .await;
+    drop(edge);
+    p.stop().await;
+}

@@ -50,9 +50,18 @@ impl InProcess {
 
     /// Started with its metrics also pushed to the OTLP collector at `otlp_endpoint`.
     pub async fn start_with(dir: tempfile::TempDir, otlp_endpoint: Option<String>) -> InProcess {
-        let opts = PlatformOptions {
-            otlp_endpoint,
+        InProcess::start_configured(dir, |opts| opts.otlp_endpoint = otlp_endpoint).await
+    }
+
+    /// Started with the test defaults as `configure` changes them.
+    pub async fn start_configured(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut PlatformOptions),
+    ) -> InProcess {
+        let mut opts = PlatformOptions {
+            otlp_endpoint: None,
             proxy: Some("127.0.0.1:0".parse().unwrap()),
+            proxy_tls: None,
             data: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             shim: env!("CARGO_BIN_EXE_paved").into(),
@@ -62,6 +71,7 @@ impl InProcess {
                 ..paved_telemetry::tsdb::StoreConfig::default()
             },
         };
+        configure(&mut opts);
         let platform = Platform::start(opts).await.unwrap();
         let channel = Channel::from_shared(format!("http://{}", platform.listen))
             .unwrap()
