@@ -7,13 +7,19 @@
 //! after a revision, then follows new ones.
 
 pub mod conformance;
+mod etcd_store;
 mod redb_store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use etcd_store::{
+    DEFAULT_PREFIX, Election, EtcdOptions, EtcdStore, EtcdTarget, EtcdUrlError, Leadership,
+};
 pub use redb_store::{RedbOptions, RedbStore};
 
 /// A stored value with its revisions.
