@@ -12,6 +12,10 @@
 //! gaps); a write whose connection breaks before etcd confirms it fails with
 //! `StoreError::Backend` and may or may not have been applied; and history lasts until
 //! somebody compacts etcd (`--auto-compaction-retention`, or [`Compact`]).
+//!
+//! etcd's own limits apply: a transaction of more than `--max-txn-ops` ops (128 by default)
+//! or a request over `--max-request-bytes` (1.5 MiB) fails with `StoreError::Backend` naming
+//! the flag to raise.
 
 mod client;
 mod election;
@@ -25,7 +29,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::client::{Client, Kind, request};
-use self::pb::kv_client::KvClient;
 use self::pb::{CompactionRequest, PbKeyValue, RangeRequest};
 use crate::conformance::Compact;
 use crate::{KeyValue, Op, Store, StoreError, WatchStream, validate_key, validate_txn};
@@ -151,7 +154,7 @@ impl EtcdStore {
         self.client
             .call(Kind::Read, |channel| {
                 let range = range.clone();
-                async move { KvClient::new(channel).range(request(range)).await }
+                async move { client::kv(channel).range(request(range)).await }
             })
             .await
     }
@@ -167,7 +170,7 @@ impl EtcdStore {
             .client
             .call_within(Kind::Read, budget, |channel| {
                 let range = range.clone();
-                async move { KvClient::new(channel).range(request(range)).await }
+                async move { client::kv(channel).range(request(range)).await }
             })
             .await?;
         Ok(txn::header_revision(response.header.as_ref()))
@@ -253,7 +256,7 @@ impl Store for EtcdStore {
             .client
             .call(Kind::Write, |channel| {
                 let txn = txn.clone();
-                async move { KvClient::new(channel).txn(request(txn)).await }
+                async move { client::kv(channel).txn(request(txn)).await }
             })
             .await?;
         // etcd itself takes no revision for a txn that changes nothing (no ops, or deletes of
@@ -294,7 +297,7 @@ impl Compact for EtcdStore {
         let result = self
             .client
             .call(Kind::Read, |channel| async move {
-                KvClient::new(channel).compact(request(compaction)).await
+                client::kv(channel).compact(request(compaction)).await
             })
             .await;
         match result {

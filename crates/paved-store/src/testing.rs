@@ -280,7 +280,7 @@ async fn status(endpoint: &str) -> Result<crate::etcd_store::pb::StatusResponse,
 /// `$PAVED_ETCD`, else `etcd` on PATH.
 fn find_etcd() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PAVED_ETCD") {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
     }
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)

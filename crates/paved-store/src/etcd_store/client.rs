@@ -12,6 +12,7 @@ use tonic::{Code, Request, Status};
 use tracing::debug;
 
 use super::EtcdOptions;
+use super::pb::kv_client::KvClient;
 use crate::StoreError;
 
 /// Cheap to clone; every clone shares the channels and the endpoint in use.
@@ -119,6 +120,10 @@ impl Client {
                 )),
             };
             let resend = classify(&status);
+            if resend != Resend::Never {
+                // The next call goes elsewhere: this member is dead, slow or leaderless.
+                self.failed(index);
+            }
             let again = match (resend, kind) {
                 (Resend::Safe, _) | (Resend::IfIdempotent, Kind::Read) => true,
                 (Resend::IfIdempotent, Kind::Write) => return Err(self.unknown_outcome(&status)),
@@ -128,7 +133,6 @@ impl Client {
                 return Err(self.error(&status));
             }
             debug!(endpoint = %self.inner.endpoints[index], error = %status.message(), "etcd call failed; trying the next endpoint");
-            self.failed(index);
             attempt += 1;
             tokio::time::sleep(backoff(attempt, self.inner.endpoints.len())).await;
         }
@@ -161,6 +165,16 @@ impl Client {
             describe(status)
         ))
     }
+}
+
+/// The largest answer accepted from etcd: a page of `EtcdOptions::page_size` keys, or a
+/// watch response, can be far over tonic's default of 4 MiB (etcd takes values up to its
+/// `--max-request-bytes`, 1.5 MiB by default, and sends answers of any size).
+pub(crate) const MAX_MESSAGE: usize = 256 << 20;
+
+/// A KV client on `channel` that accepts answers up to [`MAX_MESSAGE`].
+pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
 }
 
 /// A request carrying the metadata every call sends.

@@ -26,8 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
-use super::client::{Client, Kind, request};
-use super::pb::kv_client::KvClient;
+use super::client::{self, Client, Kind, request};
 use super::pb::lease_client::LeaseClient;
 use super::pb::{
     Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
@@ -128,7 +127,7 @@ impl Election {
             .client
             .call(Kind::Read, |channel| {
                 let range = range.clone();
-                async move { KvClient::new(channel).range(request(range)).await }
+                async move { client::kv(channel).range(request(range)).await }
             })
             .await?;
         Ok(response
@@ -218,7 +217,7 @@ impl Election {
             .client
             .call(Kind::Read, |channel| {
                 let txn = txn.clone();
-                async move { KvClient::new(channel).txn(request(txn)).await }
+                async move { client::kv(channel).txn(request(txn)).await }
             })
             .await?;
         if response.succeeded {

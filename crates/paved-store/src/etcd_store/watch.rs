@@ -51,8 +51,8 @@ async fn run(client: Client, range: Range, mut next: u64, tx: Sender) {
     let mut attempt = 0u32;
     loop {
         let (index, channel) = client.pick();
-        let before = next;
-        let status = match stream(channel, &range, &mut next, &tx).await {
+        let mut established = false;
+        let status = match stream(channel, &range, &mut next, &mut established, &tx).await {
             End::Dropped => return,
             End::Fatal(error) => {
                 let _ = tx.send(Err(error)).await;
@@ -60,7 +60,9 @@ async fn run(client: Client, range: Range, mut next: u64, tx: Sender) {
             }
             End::Broken(status) => status,
         };
-        if next > before {
+        // Give up only after `retry_for` without a working stream, not `retry_for` after the
+        // last event: a quiet watch may break twice an hour apart.
+        if established {
             healthy = Instant::now();
             attempt = 0;
         }
@@ -75,8 +77,15 @@ async fn run(client: Client, range: Range, mut next: u64, tx: Sender) {
     }
 }
 
-/// Runs one etcd Watch from revision `next`, advancing `next` past every revision delivered.
-async fn stream(channel: tonic::transport::Channel, range: &Range, next: &mut u64, tx: &Sender) -> End {
+/// Runs one etcd Watch from revision `next`, advancing `next` past every revision delivered;
+/// `established` once etcd confirmed the watch.
+async fn stream(
+    channel: tonic::transport::Channel,
+    range: &Range,
+    next: &mut u64,
+    established: &mut bool,
+    tx: &Sender,
+) -> End {
     let create = WatchCreateRequest {
         key: range.key.clone(),
         range_end: range.end.clone(),
@@ -96,7 +105,7 @@ async fn stream(channel: tonic::transport::Channel, range: &Range, next: &mut u6
     }
     // The request side stays open (`requests` lives until we return): etcd ends a watch
     // stream whose client has closed its side.
-    let mut client = WatchClient::new(channel);
+    let mut client = WatchClient::new(channel).max_decoding_message_size(client::MAX_MESSAGE);
     let mut responses = match client
         .watch(client::request(ReceiverStream::new(requests_rx)))
         .await
@@ -114,6 +123,7 @@ async fn stream(channel: tonic::transport::Channel, range: &Range, next: &mut u6
             Ok(None) => return End::Broken(Status::unavailable("etcd closed the watch stream")),
             Err(status) => return broken_or_fatal(status),
         };
+        *established |= response.created;
         if let Some(end) = deliver(response, range.strip, next, tx).await {
             return end;
         }
