@@ -58,6 +58,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // scraped by a real Prometheus server.
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
+    // The etcd store's tests run three-member etcd clusters (paved_store::testing).
+    ("etcd", "etcd-server"),
 ];
 
 fn test(extra: &[&str]) -> anyhow::Result<()> {

@@ -4,6 +4,13 @@
 //! A backend's tests call [`run`] with a function that makes an empty store, and
 //! [`run_compaction`] too if the backend can drop history on demand ([`Compact`]). Every check
 //! gets a fresh store. Run it on a multi-threaded tokio runtime: some checks race writers.
+//!
+//! Revisions: no check assumes a fresh store starts at revision 0 or that revisions are
+//! consecutive, only that they increase; a backend whose revision counter is shared (etcd, one
+//! counter for every prefix) passes as is. The checks that compare revisions exactly (a no-op
+//! returns the revision of the last write; `revision()` and `list` return it) do assume that
+//! nothing else advances the counter while a check runs: give such a backend a store of its own
+//! (for etcd, a cluster that only the suite writes to; the checks run one at a time).
 
 use std::collections::HashSet;
 use std::future::Future;

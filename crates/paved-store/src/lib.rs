@@ -1,19 +1,25 @@
 //! The `Store`: a revisioned key-value store with compare-and-set writes and watches, the one
-//! place paved keeps state. `redb` is the embedded backend; an etcd backend comes later and must
-//! pass the same `conformance` suite.
+//! place paved keeps state. `redb` is the embedded backend, `etcd` the distributed one (with the
+//! leader election of the HA control plane); both pass the same `conformance` suite.
 //!
 //! The model is etcd's: one global revision counts every committed write; every key remembers
 //! the revision that created it and the one that last changed it; a watch replays the writes
 //! after a revision, then follows new ones.
 
 pub mod conformance;
+mod etcd_store;
 mod redb_store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use etcd_store::{
+    DEFAULT_PREFIX, Election, EtcdOptions, EtcdStore, EtcdTarget, EtcdUrlError, Leadership,
+};
 pub use redb_store::{RedbOptions, RedbStore};
 
 /// A stored value with its revisions.
@@ -95,9 +101,11 @@ pub enum StoreError {
     /// The data file cannot be opened: in use by another process, corrupted, or not a paved store.
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
-    /// The backend failed (disk full, I/O error). The write was not acknowledged: when the
-    /// failure hit the commit itself, it may or may not have been applied, so read before
-    /// retrying. A retry helps only once the cause (disk space, hardware) is fixed.
+    /// The backend failed (disk full, I/O error, etcd unreachable or without a majority). The
+    /// write was not acknowledged: when the failure hit the commit itself (for etcd, the
+    /// connection broke after the request was sent), it may or may not have been applied, so
+    /// read before retrying. A retry helps once the cause (disk space, hardware, the etcd
+    /// members) is fixed; for etcd that is often a leader election later.
     #[error("store backend error: {0}")]
     Backend(String),
     #[error("store is closed")]
@@ -115,7 +123,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies every op or none: if any `expect` fails, nothing is written and the first failing
     /// compare is returned as `Conflict`. Returns the revision of the commit; all ops of one
-    /// transaction share it. Durable when it returns: a crash after `Ok` loses nothing.
+    /// transaction share it. Revisions increase from commit to commit but need not be
+    /// consecutive (etcd's counter also counts other prefixes' writes). Durable when it
+    /// returns: a crash after `Ok` loses nothing.
     ///
     /// Keys must be non-empty and appear at most once per transaction (`InvalidKey`), see
     /// [`validate_txn`]. A transaction that changes nothing (no ops, or only deletes of absent
@@ -128,7 +138,11 @@ pub trait Store: Send + Sync + 'static {
     /// `Compacted` comes either from this call or as the stream's first item, by backend.
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, StoreError>;
 
-    /// The revision of the latest commit (0 for an empty store).
+    /// The revision of the latest commit (0 for an empty store), read after every write
+    /// acknowledged before the call. A backend whose revision counter is shared with others
+    /// (etcd: one counter for every prefix of the etcd cluster) returns the counter's current
+    /// value: not 0 for a new store, and possibly ahead of this store's own latest commit, but
+    /// never behind it, and a watch from it sees exactly the commits that come after.
     async fn revision(&self) -> Result<u64, StoreError>;
 
     /// Where the data lives, for status pages: `redb:/path` or `etcd://…`.
