@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::index::Index;
 use crate::quota::Usage;
 
 /// An amount of the two divisible resources.
@@ -74,6 +75,9 @@ pub struct ClusterState {
     /// Interned (region, zone) pairs and regions: spread counts per ask index dense vectors.
     zones: HashMap<(String, String), u32>,
     regions: HashMap<String, u32>,
+    /// (zone, region) per node, dense: what spread reads for every feasible node of an ask.
+    pub(crate) location: Vec<(u32, u32)>,
+    pub(crate) index: Index,
     /// Job id → slot → node: where a job's tasks are, for distinct_hosts, spread and removal.
     pub(crate) jobs: BTreeMap<String, BTreeMap<u32, NodeId>>,
     /// Tenant → usage per tier (indexed by `tier_index`).
@@ -97,8 +101,6 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub(crate) struct NodeEntry {
     pub(crate) node: Node,
-    pub(crate) zone: u32,
-    pub(crate) region: u32,
     pub(crate) used: Resources,
     pub(crate) dynamic_used: u32,
     /// Sorted, so a port check is a binary search.
@@ -162,10 +164,10 @@ impl ClusterState {
         let zone = intern(&mut self.zones, (node.region.clone(), node.zone.clone()));
         let region = intern(&mut self.regions, node.region.clone());
         self.names.insert(node.name.clone(), id);
+        self.location.push((zone, region));
+        self.index.add_node(id.0, &node);
         self.nodes.push(NodeEntry {
             node,
-            zone,
-            region,
             used: Resources::default(),
             dynamic_used: 0,
             static_used: Vec::new(),
@@ -178,13 +180,19 @@ impl ClusterState {
 
     /// Marks a node eligible or not (drained); its tasks stay.
     pub fn set_eligible(&mut self, id: NodeId, eligible: bool) -> Result<(), StateError> {
-        self.entry_mut(id)?.node.eligible = eligible;
+        let node = &mut self.entry_mut(id)?.node;
+        node.eligible = eligible;
+        let schedulable = node.up && node.eligible;
+        self.index.set_schedulable(id.0, schedulable);
         Ok(())
     }
 
     /// Marks a node up or down; its tasks stay until the control plane removes them.
     pub fn set_up(&mut self, id: NodeId, up: bool) -> Result<(), StateError> {
-        self.entry_mut(id)?.node.up = up;
+        let node = &mut self.entry_mut(id)?.node;
+        node.up = up;
+        let schedulable = node.up && node.eligible;
+        self.index.set_schedulable(id.0, schedulable);
         Ok(())
     }
 

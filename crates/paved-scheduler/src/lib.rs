@@ -66,6 +66,7 @@ mod ask;
 mod cluster;
 mod constraint;
 mod explain;
+mod index;
 mod place;
 mod preempt;
 mod quota;

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 
 use crate::ask::{Ask, JobKind};
 use crate::cluster::{Allocation, ClusterState, Need, NodeId, Tier};
-use crate::explain::{Explanation, explain, job_counts};
+use crate::explain::{Explanation, explain};
 use crate::preempt;
 use crate::rng::Rng;
 
@@ -130,7 +130,7 @@ impl<'a> Run<'a> {
         let mut run = Run {
             ask,
             need: ask.need(),
-            job_on_node: job_counts(state, &ask.job),
+            job_on_node: vec![0; state.nodes.len()],
             feasible: Vec::new(),
             domains: Vec::new(),
             domain_of_zone: vec![NO_DOMAIN; state.zone_count().max(1)],
@@ -138,22 +138,21 @@ impl<'a> Run<'a> {
             limit: 0,
             rng: Rng::new(options.seed),
         };
-        for (i, entry) in state.nodes.iter().enumerate() {
-            let node = &entry.node;
-            if !node.up || !node.eligible || !ask.constraints.iter().all(|c| c.matches(node)) {
-                continue;
-            }
-            run.feasible.push(i as u32);
-            let zone = if spread { entry.zone as usize } else { 0 };
-            let d = run.domain_for(zone, entry.region);
-            run.domains[d].nodes.push(i as u32);
+        for n in state.index.feasible(&ask.constraints).iter() {
+            run.feasible.push(n);
+            let (zone, region) = state.location[n as usize];
+            let zone = if spread { zone as usize } else { 0 };
+            let d = run.domain_for(zone, region);
+            run.domains[d].nodes.push(n);
         }
-        for (n, &tasks) in run.job_on_node.iter().enumerate() {
-            let entry = &state.nodes[n];
-            run.region_load[entry.region as usize] += tasks;
-            if let Some(d) = run.domain_of(state, n as u32) {
-                run.domains[d].load += tasks;
-            }
+        for node in state
+            .jobs
+            .get(&ask.job)
+            .into_iter()
+            .flat_map(|slots| slots.values())
+        {
+            run.job_on_node[node.index()] += 1;
+            run.count_in_domain(state, node.0);
         }
         let default = (usize::BITS - run.feasible.len().leading_zeros()) as usize;
         run.limit = options.candidates.unwrap_or(default.max(2)).max(1);
@@ -174,7 +173,7 @@ impl<'a> Run<'a> {
 
     fn domain_of(&self, state: &ClusterState, node: u32) -> Option<usize> {
         let zone = match self.ask.kind {
-            JobKind::Service => state.nodes[node as usize].zone as usize,
+            JobKind::Service => state.location[node as usize].0 as usize,
             JobKind::Batch => 0,
         };
         let d = self.domain_of_zone[zone];
@@ -277,7 +276,11 @@ impl<'a> Run<'a> {
     /// Counts a task of the job just placed on `node`.
     fn record(&mut self, state: &ClusterState, node: u32) {
         self.job_on_node[node as usize] += 1;
-        self.region_load[state.nodes[node as usize].region as usize] += 1;
+        self.count_in_domain(state, node);
+    }
+
+    fn count_in_domain(&mut self, state: &ClusterState, node: u32) {
+        self.region_load[state.location[node as usize].1 as usize] += 1;
         if let Some(d) = self.domain_of(state, node) {
             self.domains[d].load += 1;
         }
@@ -294,15 +297,14 @@ fn validate(state: &ClusterState, ask: &Ask) -> Result<(), AskError> {
             slot: w[0],
         });
     }
-    if let Some(placed) = state.jobs.get(&ask.job) {
-        if let Some((&slot, node)) = ask.slots.iter().find_map(|s| placed.get_key_value(s)) {
-            let node = state.nodes[node.index()].node.name.clone();
-            return Err(AskError::SlotTaken {
-                job: job(),
-                slot,
-                node,
-            });
-        }
+    let placed = state.jobs.get(&ask.job);
+    if let Some((&slot, node)) = ask.slots.iter().find_map(|s| placed?.get_key_value(s)) {
+        let node = state.nodes[node.index()].node.name.clone();
+        return Err(AskError::SlotTaken {
+            job: job(),
+            slot,
+            node,
+        });
     }
     let mut ports = ask.static_ports.clone();
     ports.sort_unstable();
