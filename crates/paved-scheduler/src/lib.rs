@@ -21,9 +21,11 @@
 //!
 //! # How a task finds a node
 //!
-//! Per ask, once: every node is checked for what cannot change while the ask is placed (up,
-//! eligible, constraints). Those that pass are grouped in domains: per (region, zone) for
-//! service jobs, one domain for batch jobs.
+//! Per ask, once: the nodes that pass what cannot change while the ask is placed (up, eligible,
+//! constraints) come from the state's index, without visiting the others: a bitset of
+//! schedulable nodes, and per attribute value (name, region, zone, each label) the list of nodes
+//! that have it, so each constraint is a few operations over n/64 words. Those nodes are grouped
+//! in domains: per (region, zone) for service jobs, one domain for batch jobs.
 //!
 //! Per task:
 //! 1. **Spread** (service): the domain with candidates left whose region holds the fewest tasks
@@ -48,10 +50,11 @@
 //!    spread does not steer preemption. A node holding a needed static port in a critical task
 //!    is never a candidate.
 //!
-//! Cost: O(nodes × constraints) once per ask, then O(k) per task plus O(1) per node dropped
-//! (each node is dropped at most once per ask). A 1,000-task job on 10,000 nodes takes about a
-//! millisecond (see BENCHMARKS.md). Preemption and explanations scan every candidate node; they
-//! run only when a task fits nowhere.
+//! Cost: O(nodes/64 × constraints + nodes with a constrained value + feasible nodes) once per
+//! ask, then O(k) per task plus O(1) per node dropped (each node is dropped at most once per
+//! ask). On 10,000 nodes a 1,000-task job takes 1.5–2.5 ms, a one-task ask about 40 µs (see
+//! BENCHMARKS.md). Preemption and explanations visit every feasible node, respectively every
+//! node; they run only when a task fits nowhere.
 //!
 //! # Invariants
 //!
