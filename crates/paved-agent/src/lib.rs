@@ -7,10 +7,12 @@ mod health;
 mod image;
 mod ports;
 mod record;
+mod remote;
 mod stats;
 mod supervisor;
 
 pub use image::REGISTRIES_FILE;
+pub use remote::RemoteStore;
 pub use stats::{STATS_INTERVAL, Sample};
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +43,8 @@ pub struct AgentConfig {
     pub node: String,
     pub region: String,
     pub zone: String,
+    /// For placement constraints (`label:disk = ssd`).
+    pub labels: BTreeMap<String, String>,
     /// Where task directories (logs, records) live.
     pub data_dir: PathBuf,
     pub cpu: f64,
@@ -55,6 +59,8 @@ pub struct AgentConfig {
     pub drain: Duration,
     pub ports: Range<u16>,
     pub heartbeat: Duration,
+    /// The IP address the edge router reaches this node's tasks at; empty: loopback.
+    pub address: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,7 @@ impl Default for AgentConfig {
             node: "local".to_owned(),
             region: "local".to_owned(),
             zone: "local-a".to_owned(),
+            labels: BTreeMap::new(),
             data_dir: PathBuf::from("agent"),
             cpu: 1.0,
             memory_bytes: 1 << 30,
@@ -99,6 +106,7 @@ impl Default for AgentConfig {
             drain: Duration::from_secs(1),
             ports: 20000..32000,
             heartbeat: Duration::from_secs(5),
+            address: String::new(),
         }
     }
 }
@@ -281,7 +289,14 @@ impl Agent {
         }
         let mut supervised = self.lock_supervised();
         if let Some(desired) = supervised.get(&task.id) {
-            let _ = desired.send(task.desired);
+            // A task the control plane gave up on (lost while this node was unreachable) runs
+            // elsewhere by now: this copy is a duplicate and stops.
+            let desired_now = if task.state.is_terminal() {
+                Desired::Stop
+            } else {
+                task.desired
+            };
+            let _ = desired.send(desired_now);
             return;
         }
         if task.desired == Desired::Run && matches!(task.state, TaskState::Pending | TaskState::Restarting) {
@@ -390,13 +405,15 @@ impl Agent {
             name: c.node.clone(),
             region: c.region.clone(),
             zone: c.zone.clone(),
-            labels: BTreeMap::new(),
+            labels: c.labels.clone(),
             cpu: c.cpu,
             memory_bytes: c.memory_bytes,
             state: "ready".to_owned(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_at_ms: self.inner.clock.now_ms(),
             runtime: self.inner.runtime.describe(),
+            address: c.address.clone(),
+            heartbeat_interval_ms: u64::try_from(c.heartbeat.as_millis()).unwrap_or(u64::MAX),
         };
         self.inner.repo.put_node(&node).await?;
         Ok(())

@@ -29,6 +29,10 @@ pub fn snapshot(mirror: &Mirror) -> Snapshot {
     let routes: Vec<Route> = mirror.routes().map(|r| r.value.route.clone()).collect();
     let faults = mirror.faults().map(|f| f.value.fault.clone()).collect();
     let routed = routed_jobs(&routes);
+    let addresses: HashMap<&str, IpAddr> = mirror
+        .nodes()
+        .filter_map(|n| Some((n.value.name.as_str(), n.value.address.parse().ok()?)))
+        .collect();
     let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
     for job in mirror.jobs().map(|j| &j.value) {
         if !routed.contains(job.spec.name.as_str()) {
@@ -37,7 +41,13 @@ pub fn snapshot(mirror: &Mirror) -> Snapshot {
         let serving = mirror
             .tasks_of(&job.id)
             .filter(|t| serves(job, &t.value))
-            .flat_map(|t| task_endpoints(job, &t.value));
+            .flat_map(|t| {
+                let host = addresses
+                    .get(t.value.node.as_str())
+                    .copied()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                task_endpoints(job, &t.value, host)
+            });
         endpoints
             .entry(job.spec.name.clone())
             .or_default()
@@ -76,10 +86,11 @@ pub async fn follow(mut mirror: Mirror, mut publish: impl FnMut(Snapshot) -> boo
     }
 }
 
-/// Whether `changes` can alter the snapshot: routes and faults always; a job or its tasks
-/// only when a route sends to it (node heartbeats and unrouted jobs never).
+/// Whether `changes` can alter the snapshot: routes, faults and nodes (an address may change)
+/// always; a job or its tasks only when a route sends to it (unrouted jobs never). A node's
+/// heartbeat rebuilds a snapshot equal to the last, which is not published.
 fn affects(mirror: &Mirror, changes: &Changes, current: &Snapshot) -> bool {
-    if changes.routes || changes.faults {
+    if changes.routes || changes.faults || changes.nodes {
         return true;
     }
     let routed = routed_jobs(&current.routes);
@@ -110,8 +121,7 @@ fn serves(job: &Job, task: &Task) -> bool {
 }
 
 /// One endpoint per port, in the job's declared order (a route's default port is the first).
-fn task_endpoints(job: &Job, task: &Task) -> Vec<Endpoint> {
-    let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+fn task_endpoints(job: &Job, task: &Task, host: IpAddr) -> Vec<Endpoint> {
     job.spec
         .ports
         .iter()

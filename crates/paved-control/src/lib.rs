@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
+pub mod nodestore;
 pub mod reconcile;
 pub mod repo;
 pub mod routing;

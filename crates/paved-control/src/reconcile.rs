@@ -45,11 +45,18 @@ pub struct Reconciler {
     /// Where pass durations and placement decisions are recorded: a registry of its own (read
     /// by nobody) unless [`Reconciler::record_into`] gives the platform's.
     registry: Registry,
+    /// When this reconciler last saw each node's record change (its heartbeat), by its own
+    /// clock: agents' clocks may disagree with ours, the order of events cannot.
+    heard: std::sync::Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
 
 /// Longest pause between passes over every job: time-based decisions (a delayed replacement)
 /// need a pass even when nothing is written.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a node that does not say how often it reports may stay silent before it is down.
+const NODE_TIMEOUT: Duration = Duration::from_secs(15);
+/// However often a node reports, it may be silent this long.
+const MIN_NODE_TIMEOUT: Duration = Duration::from_secs(3);
 /// After the store's watch broke, before listing again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -86,6 +93,7 @@ impl Reconciler {
             ids,
             wake,
             registry: Registry::new(),
+            heard: std::sync::Mutex::default(),
         }
     }
 
@@ -95,10 +103,15 @@ impl Reconciler {
         self
     }
 
+    /// [`Reconciler::run`], for a caller that holds it shared (and may stop and start it).
+    pub async fn run_shared(&self) {
+        self.run().await
+    }
+
     /// Runs passes until the process ends: after every store change (over the jobs it
     /// touched), and over every job at least every `TICK`. A poke through `wake` makes it look
     /// at once.
-    pub async fn run(self) {
+    pub async fn run(&self) {
         loop {
             let outcome = match Mirror::start(&self.repo).await {
                 Ok(mirror) => self.follow(mirror).await,
@@ -153,6 +166,7 @@ impl Reconciler {
         let mut wrote = self.sweep_expired_faults(mirror, now).await?;
         if dirty == Dirty::All {
             wrote |= self.sweep_ownerless_routes(mirror).await?;
+            wrote |= self.mark_silent_nodes_down(mirror, now).await?;
         }
         let ids = match dirty {
             Dirty::All => mirror.job_ids(),
@@ -194,6 +208,64 @@ impl Reconciler {
             Err(RepoError::Store(StoreError::Conflict { .. })) => Ok(false),
             other => other.map(|_| true),
         }
+    }
+
+    /// Marks down every ready node whose record has not changed for three of its heartbeats
+    /// (`NODE_TIMEOUT` when it does not say), and its unfinished tasks lost, so the jobs place
+    /// them again elsewhere. A node that comes back finds its tasks lost and stops them.
+    async fn mark_silent_nodes_down(&self, mirror: &Mirror, now_ms: u64) -> Result<bool, RepoError> {
+        let silent = self.silent_nodes(mirror);
+        let mut wrote = false;
+        for name in silent {
+            warn!(node = %name, "node stopped reporting; marking it down and its tasks lost");
+            self.repo.update_node_state_only(&name, "down").await?;
+            let lost: Vec<String> = mirror
+                .tasks()
+                .filter(|t| t.value.node == name && !t.value.state.is_terminal())
+                .map(|t| t.value.id.clone())
+                .collect();
+            for id in lost {
+                let reason = format!("node {name} stopped reporting");
+                self.repo
+                    .update_task(&id, |t| {
+                        if t.state.is_terminal() || t.node != name {
+                            return Ok(Change::Keep);
+                        }
+                        t.set_state(TaskState::Lost, now_ms)
+                            .map_err(|e| RepoError::Rejected(e.to_string()))?;
+                        t.reason.clone_from(&reason);
+                        Ok(Change::Write)
+                    })
+                    .await?;
+            }
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// Ready nodes whose record stood still past their timeout.
+    fn silent_nodes(&self, mirror: &Mirror) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        let present: HashSet<&str> = mirror.nodes().map(|n| n.value.name.as_str()).collect();
+        heard.retain(|name, _| present.contains(name.as_str()));
+        let mut silent = Vec::new();
+        for node in mirror.nodes() {
+            let (name, revision) = (&node.value.name, node.revision);
+            let seen = heard.entry(name.clone()).or_insert((revision, now));
+            if seen.0 != revision {
+                *seen = (revision, now);
+                continue;
+            }
+            let timeout = match node.value.heartbeat_interval_ms {
+                0 => NODE_TIMEOUT,
+                every => Duration::from_millis(every.saturating_mul(3)).max(MIN_NODE_TIMEOUT),
+            };
+            if node.value.state == "ready" && now.duration_since(seen.1) > timeout {
+                silent.push(name.clone());
+            }
+        }
+        silent
     }
 
     /// Deletes faults past their expiry. Returns whether any went.

@@ -187,6 +187,18 @@ impl Repo {
         .await
     }
 
+    /// Sets a node's `state` and nothing else (its heartbeat is the agent's to write).
+    pub async fn update_node_state_only(&self, name: &str, state: &str) -> Result<Option<Node>, RepoError> {
+        self.update(&format!("{NODES}{name}"), |n: &mut Node| {
+            if n.state == state {
+                return Ok(Change::Keep);
+            }
+            state.clone_into(&mut n.state);
+            Ok(Change::Write)
+        })
+        .await
+    }
+
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>, RepoError> {
         Ok(self.list(TENANTS).await?.into_iter().map(|t| t.value).collect())
     }

@@ -20,4 +20,12 @@ pub struct Node {
     /// How the node runs tasks, for people: `sandbox (cgroup v1 (...))`, or why it cannot.
     #[serde(default)]
     pub runtime: String,
+    /// The IP address other machines reach the node's tasks at (the edge router sends to
+    /// `address:port`); empty: loopback, for a node on the server's own machine.
+    #[serde(default)]
+    pub address: String,
+    /// How often the agent reports; the control plane marks the node down after three missed.
+    /// 0 (records from before it existed): the control plane's default.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
 }

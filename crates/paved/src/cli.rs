@@ -219,6 +219,30 @@ pub enum Command {
         action: Option<TenantAction>,
     },
 
+    /// Run a control-plane server: the API and, while it leads, the control loops; no agent.
+    ///
+    /// On the embedded store one server is the whole control plane. On etcd, run several:
+    /// they share the store and the admin token, one leads the control loops through an
+    /// etcd lease, and another takes over within seconds when it dies.
+    ///
+    /// Examples:
+    ///   paved server --data /var/lib/paved
+    ///   paved server --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --listen 0.0.0.0:7070
+    #[command(verbatim_doc_comment)]
+    Server(ServerArgs),
+
+    /// Join a server as a node and run the tasks it places here.
+    ///
+    /// The agent registers the node (name, region, zone, labels, cpu, memory), sends a
+    /// heartbeat, starts and stops the tasks placed on it and reports their state. A node
+    /// that misses heartbeats is marked down and its service tasks are placed elsewhere.
+    ///
+    /// Examples:
+    ///   paved agent --server http://10.0.0.5:7070 --token $AGENT_TOKEN --data /var/lib/paved-agent
+    ///   paved agent --server http://10.0.0.5:7070 --zone us-east-1b --label disk=ssd --cpu 8
+    #[command(verbatim_doc_comment)]
+    Agent(AgentArgs),
+
     /// Run an edge router of its own, following a server's routes (`--server`).
     ///
     /// It gets routes, faults and the serving tasks of every routed job from the server as
@@ -363,6 +387,84 @@ pub struct UpArgs {
     /// (e.g. http://127.0.0.1:4317).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+}
+
+/// `paved server`: where it keeps state and listens.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Where the cluster's state lives: `embedded` (redb in --data, one server) or
+    /// `etcd://host:port[,host:port…][/prefix]`, shared by every server.
+    #[arg(long, env = "PAVED_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Directory for admin.token, metrics history and (embedded store) the store itself.
+    #[arg(long, env = "PAVED_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Also run an edge router here, routing to the tasks of every node.
+    #[arg(long, value_name = "ADDR")]
+    pub proxy: Option<SocketAddr>,
+}
+
+/// `paved agent`: who this node is and what it offers.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Directory for the node's task state and logs.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+
+    /// The node's name, unique in the cluster [default: the host name].
+    #[arg(long, value_name = "NAME", value_parser = node_name)]
+    pub name: Option<String>,
+
+    #[arg(long, default_value = "local", value_name = "REGION")]
+    pub region: String,
+
+    #[arg(long, default_value = "local-a", value_name = "ZONE")]
+    pub zone: String,
+
+    /// A label for placement constraints (`label:disk = ssd`); repeat for more.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = label)]
+    pub label: Vec<(String, String)>,
+
+    /// Cores offered to tasks [default: all of this machine's].
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+
+    /// Memory offered to tasks, e.g. 8GiB [default: all of this machine's].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// The address the edge router reaches this node's tasks at.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub advertise: std::net::IpAddr,
+
+    /// Between two heartbeats; a node silent for three is marked down.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat: std::time::Duration,
+}
+
+fn node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("a node name is 1 to 63 of a-z, 0-9 and '-', e.g. node-1".to_owned())
+    }
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE, e.g. disk=ssd")),
+    }
 }
 
 /// `paved proxy`: where it listens and how it terminates TLS.

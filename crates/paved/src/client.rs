@@ -114,7 +114,7 @@ impl TokenSource {
         }
     }
 
-    fn read(&self) -> anyhow::Result<String> {
+    pub fn read(&self) -> anyhow::Result<String> {
         let token = match self {
             TokenSource::Given(token) => token.trim().to_owned(),
             TokenSource::File(path) => read_token_file(path)?,
@@ -154,7 +154,7 @@ impl<T> Answer<T> for Result<tonic::Response<T>, Status> {
 
 /// Checks `server` is an `http://host[:port]` URL before tonic sees it, since tonic accepts
 /// strings like `garbage` and fails later with a vaguer error.
-fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
+pub fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     let usage = || {
         bad_input(format!(
             "invalid server URL `{server}`; expected http://HOST:PORT, e.g. {} \

@@ -47,6 +47,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx::new(cli.global);
     match cli.command {
         Command::Up(args) => crate::up::run(args).await,
+        Command::Server(args) => crate::server::run_server(args).await,
+        Command::Agent(args) => {
+            let token = TokenSource::resolve(ctx.token.clone());
+            crate::server::run_agent(args, ctx.server.clone(), token).await
+        }
         Command::Proxy(args) => {
             let token = TokenSource::resolve(ctx.token.clone());
             crate::edge::run(args, ctx.server.clone(), token).await

@@ -8,5 +8,6 @@ pub mod commands;
 pub mod edge;
 pub mod error;
 pub mod output;
+pub mod server;
 pub mod traces;
 pub mod up;

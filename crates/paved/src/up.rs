@@ -17,7 +17,7 @@ use paved_control::{
     server,
 };
 use paved_runtime::Drivers;
-use paved_store::RedbStore;
+use paved_store::{EtcdOptions, EtcdStore, Expect, RedbStore};
 use paved_telemetry::SnapshotError;
 use paved_telemetry::otlp::OtlpExporter;
 use paved_telemetry::tsdb::{Store, StoreConfig};
@@ -53,7 +53,7 @@ pub struct Platform {
     pub data: PathBuf,
     pub token: String,
     api: Api,
-    agent: Agent,
+    agent: Option<Agent>,
     telemetry: Telemetry,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_server: Option<oneshot::Sender<()>>,
@@ -74,6 +74,11 @@ pub struct PlatformOptions {
     pub proxy: Option<SocketAddr>,
     /// Certificate files for the edge router to terminate TLS with; `None`: plain HTTP.
     pub proxy_tls: Option<paved_proxy::TlsConfig>,
+    /// Where state lives: `None` for the embedded redb store in the data directory, or an
+    /// `etcd://` URL shared by every server of a cluster.
+    pub store: Option<String>,
+    /// Run an agent in this process (`paved up`); `paved server` runs none.
+    pub local_agent: bool,
 }
 
 /// The metrics store's snapshot in the data directory: written at a clean stop and every
@@ -101,6 +106,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         otlp_endpoint: args.otlp_endpoint,
         proxy: (!args.no_proxy).then_some(args.proxy),
         proxy_tls: crate::edge::tls(args.proxy_tls_cert, args.proxy_tls_key),
+        store: None,
+        local_agent: true,
     })
     .await?;
     println!("paved is up on http://{} (gRPC and JSON API)", platform.listen);
@@ -125,7 +132,18 @@ impl Platform {
     pub async fn start(opts: PlatformOptions) -> anyhow::Result<Platform> {
         let data = opts.data;
         prepare_data_dir(&data)?;
-        let store = RedbStore::open(&data.join("paved.redb")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (store, etcd): (Arc<dyn paved_store::Store>, Option<EtcdStore>) = match &opts.store {
+            None => {
+                let redb = RedbStore::open(&data.join("paved.redb")).map_err(|e| anyhow::anyhow!("{e}"))?;
+                (Arc::new(redb), None)
+            }
+            Some(url) => {
+                let etcd = EtcdStore::connect_url(url, EtcdOptions::default())
+                    .await
+                    .with_context(|| format!("cannot use the store {url}; check --store"))?;
+                (Arc::new(etcd.clone()), Some(etcd))
+            }
+        };
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| {
@@ -136,22 +154,29 @@ impl Platform {
             })?;
         let listen = listener.local_addr()?;
 
-        let repo = Repo::new(Arc::new(store));
+        let repo = Repo::new(store);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ids = Ids::from_entropy();
         let tokens = Tokens::load(&repo).await?;
+        adopt_cluster_admin_token(&repo, &data).await?;
         let token = ensure_admin_token(&repo, &tokens, &data, &ids, clock.now_ms()).await?;
+        share_admin_token(&repo, &token).await?;
 
         let telemetry = open_telemetry(&data, opts.metrics)?;
-        let runtime = Arc::new(Drivers::new(opts.shim));
-        let agent = Agent::new(
-            agent_config(&data),
-            repo.clone(),
-            runtime,
-            clock.clone(),
-            telemetry.registry.clone(),
-        );
-        agent.start().await?;
+        let agent = if opts.local_agent {
+            let runtime = Arc::new(Drivers::new(opts.shim));
+            let agent = Agent::new(
+                agent_config(&data),
+                repo.clone(),
+                runtime,
+                clock.clone(),
+                telemetry.registry.clone(),
+            );
+            agent.start().await?;
+            Some(agent)
+        } else {
+            None
+        };
 
         let wake = Arc::new(Notify::new());
         let info = ServerInfo {
@@ -159,12 +184,14 @@ impl Platform {
             data_dir: data.clone(),
             started_at_ms: clock.now_ms(),
         };
-        let logs: Arc<dyn TaskSource> = Arc::new(AgentLogs(agent.clone()));
+        let logs = agent
+            .clone()
+            .map(|agent| Arc::new(AgentLogs(agent)) as Arc<dyn TaskSource>);
         let api = Api::new(
             repo.clone(),
             clock.clone(),
             ids.clone(),
-            Some(logs),
+            logs,
             info,
             wake.clone(),
             telemetry.clone(),
@@ -180,11 +207,13 @@ impl Platform {
             }
         });
         let reconciler = Reconciler::new(repo.clone(), clock, ids, wake).record_into(&telemetry.registry);
-        let reconciler = tokio::spawn(reconciler.run());
+        let reconciler = tokio::spawn(crate::server::control_loops(reconciler, etcd, listen));
         let sampler = tokio::spawn(sample_metrics(telemetry.clone(), data.join(METRICS_SNAPSHOT)));
         let mut tasks = vec![sampler];
         if let Some(endpoint) = &opts.otlp_endpoint {
-            let node = agent.node_name().to_owned();
+            let node = agent
+                .as_ref()
+                .map_or_else(|| listen.to_string(), |a| a.node_name().to_owned());
             let resource = [("service.name", "paved"), ("host.name", node.as_str())];
             let exporter = OtlpExporter::new(endpoint, &resource).context("invalid --otlp-endpoint")?;
             let every = telemetry.store.config().step;
@@ -194,15 +223,14 @@ impl Platform {
                 every,
             )));
         }
-        let agent_loop = {
-            let agent = agent.clone();
-            tokio::spawn(async move {
+        tasks.push(reconciler);
+        if let Some(agent) = agent.clone() {
+            tasks.push(tokio::spawn(async move {
                 if let Err(e) = agent.run().await {
                     tracing::error!(error = %e, "agent stopped");
                 }
-            })
-        };
-        tasks.extend([reconciler, agent_loop]);
+            }));
+        }
         let (proxy, stop_proxy) = match opts.proxy {
             Some(addr) => {
                 let tls = opts.proxy_tls.clone();
@@ -265,7 +293,9 @@ impl Platform {
         for t in &self.tasks {
             t.abort();
         }
-        self.agent.shutdown().await;
+        if let Some(agent) = &self.agent {
+            agent.shutdown().await;
+        }
         save_metrics(&self.telemetry, &self.data.join(METRICS_SNAPSHOT));
     }
 
@@ -380,6 +410,44 @@ fn save_metrics(telemetry: &Telemetry, path: &Path) {
 }
 
 /// Creates the data directory, refusing a path that is a file.
+/// Where the servers of one cluster keep the admin token they all write to their data
+/// directories. Reading the store is already everything an admin token grants.
+const CLUSTER_ADMIN_TOKEN: &str = "/cluster/admin-token";
+
+/// A server joining a cluster (no token file yet, one in the store) takes the cluster's token,
+/// so every server's `admin.token` holds the same one.
+async fn adopt_cluster_admin_token(repo: &Repo, data: &Path) -> anyhow::Result<()> {
+    let path = data.join(ADMIN_TOKEN_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(kv) = repo.store().get(CLUSTER_ADMIN_TOKEN).await? {
+        let token = String::from_utf8_lossy(&kv.value).into_owned();
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write the admin token to {}", path.display()))?;
+        file.write_all(token.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Records the first server's admin token for the servers that join later.
+async fn share_admin_token(repo: &Repo, token: &str) -> anyhow::Result<()> {
+    match repo
+        .store()
+        .put(CLUSTER_ADMIN_TOKEN, token.as_bytes().to_vec(), Expect::Absent)
+        .await
+    {
+        Ok(_) | Err(paved_store::StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn prepare_data_dir(data: &Path) -> anyhow::Result<()> {
     if data.exists() && !data.is_dir() {
         bail!(
@@ -396,13 +464,8 @@ fn prepare_data_dir(data: &Path) -> anyhow::Result<()> {
 }
 
 fn agent_config(data: &Path) -> AgentConfig {
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".to_owned());
     AgentConfig {
-        node,
+        node: crate::server::hostname(),
         data_dir: data.join("agent"),
         cpu: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
         memory_bytes: total_memory().unwrap_or(1 << 30),
@@ -410,7 +473,7 @@ fn agent_config(data: &Path) -> AgentConfig {
     }
 }
 
-fn total_memory() -> Option<u64> {
+pub fn total_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -32,6 +32,13 @@ impl Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+impl Bearer {
+    #[allow(dead_code)]
+    pub fn new(token: &str) -> Bearer {
+        Bearer(Some(format!("Bearer {token}").parse().unwrap()))
+    }
+}
+
 impl InProcess {
     pub async fn start() -> InProcess {
         InProcess::start_in(tempfile::tempdir().unwrap()).await
@@ -62,6 +69,8 @@ impl InProcess {
             otlp_endpoint: None,
             proxy: Some("127.0.0.1:0".parse().unwrap()),
             proxy_tls: None,
+            store: None,
+            local_agent: true,
             data: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             shim: env!("CARGO_BIN_EXE_paved").into(),
@@ -208,7 +217,15 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_for_within(what, Duration::from_secs(30), check).await
+}
+
+pub async fn wait_for_within<F, Fut>(what: &str, within: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -238,6 +255,16 @@ pub fn alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// Sends `signal` (a name like "TERM") to `pid` with kill(1).
+#[allow(dead_code)]
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 pub fn kill9(pid: u32) {

@@ -1,0 +1,315 @@
+//! A cluster as users run one: a real three-member etcd, two `paved server` processes sharing
+//! it, and `paved agent` processes, each with its own data directory, joined over gRPC. Tasks
+//! are real sandboxed processes.
+
+#[path = "common/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use paved_api::v1 as pb;
+use paved_api::v1::jobs_client::JobsClient;
+use paved_api::v1::nodes_client::NodesClient;
+use paved_api::v1::tasks_client::TasksClient;
+use paved_store::testing::EtcdCluster;
+use support::{Authed, Bearer, wait_for_within};
+use tonic::transport::Channel;
+
+const PAVED: &str = env!("CARGO_BIN_EXE_paved");
+
+/// A `paved` child process, killed (SIGKILL) when dropped unless stopped first.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let child = Command::new(PAVED)
+            .args(args)
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start paved");
+        Proc { child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    /// A clean stop, so an agent stops its tasks; SIGKILL if that takes too long.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            support::signal(self.child.id(), "TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill9();
+    }
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+struct Server {
+    proc: Proc,
+    url: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(store: &str, data: &Path) -> Server {
+        let listen = free_addr();
+        let proc = Proc::spawn(&[
+            "server",
+            "--store",
+            store,
+            "--listen",
+            &listen,
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        Server {
+            proc,
+            url: format!("http://{listen}"),
+            data: data.to_owned(),
+        }
+    }
+
+    async fn token(&self) -> String {
+        let path = self.data.join("admin.token");
+        wait_for_within(
+            "the server to write its token",
+            Duration::from_secs(30),
+            || async { path.exists() },
+        )
+        .await;
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    }
+
+    async fn channel(&self) -> Channel {
+        let mut attempts = 0;
+        loop {
+            match Channel::from_shared(self.url.clone()).unwrap().connect().await {
+                Ok(channel) => return channel,
+                Err(e) if attempts < 100 => {
+                    attempts += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot reach {}: {e}", self.url),
+            }
+        }
+    }
+}
+
+struct Client {
+    jobs: JobsClient<Authed>,
+    tasks: TasksClient<Authed>,
+    nodes: NodesClient<Authed>,
+}
+
+impl Client {
+    async fn of(server: &Server, token: &str) -> Client {
+        let channel = server.channel().await;
+        let bearer = Bearer::new(token);
+        Client {
+            jobs: JobsClient::with_interceptor(channel.clone(), bearer.clone()),
+            tasks: TasksClient::with_interceptor(channel.clone(), bearer.clone()),
+            nodes: NodesClient::with_interceptor(channel, bearer),
+        }
+    }
+
+    async fn ready_nodes(&self) -> Vec<String> {
+        let Ok(nodes) = self.nodes.clone().list_nodes(pb::ListNodesRequest {}).await else {
+            return vec![];
+        };
+        let mut ready: Vec<String> = nodes
+            .into_inner()
+            .nodes
+            .into_iter()
+            .filter(|n| n.state == "ready")
+            .map(|n| n.name)
+            .collect();
+        ready.sort();
+        ready
+    }
+
+    /// Running tasks of `job` per node.
+    async fn running(&self, job: &str) -> HashMap<String, usize> {
+        let request = pb::ListTasksRequest {
+            job: job.into(),
+            states: vec![],
+        };
+        let Ok(tasks) = self.tasks.clone().list_tasks(request).await else {
+            return HashMap::new();
+        };
+        let mut per_node = HashMap::new();
+        for t in tasks.into_inner().tasks {
+            if t.state == "running" {
+                *per_node.entry(t.node).or_default() += 1;
+            }
+        }
+        per_node
+    }
+}
+
+fn agent(servers: &str, token: &str, name: &str, data: &Path) -> Proc {
+    Proc::spawn(&[
+        "agent",
+        "--server",
+        servers,
+        "--token",
+        token,
+        "--name",
+        name,
+        "--zone",
+        name,
+        "--heartbeat",
+        "500ms",
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+fn sleeper(name: &str, instances: u32) -> String {
+    format!(
+        "name = \"{name}\"\nkind = \"service\"\ninstances = {instances}\ncommand = [\"sleep\", \"{SLEEP}\"]\n\
+         [resources]\ncpu = 0.05\nmemory = \"16MiB\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_join_lose_a_node_and_survive_the_leading_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdCluster::start(3)
+        .await
+        .expect("a three-member etcd (run `cargo xtask test`)");
+    let store = etcd.url("/cluster-test");
+    let mut first = Server::start(&store, &dir.path().join("server-1"));
+    let token = first.token().await;
+    let mut second = Server::start(&store, &dir.path().join("server-2"));
+    assert_eq!(
+        second.token().await,
+        token,
+        "every server writes the cluster's one admin token"
+    );
+    let servers = format!("{},{}", first.url, second.url);
+
+    let mut one = agent(&servers, &token, "node-1", &dir.path().join("agent-1"));
+    let _two = agent(&servers, &token, "node-2", &dir.path().join("agent-2"));
+    let client = Client::of(&second, &token).await;
+    wait_for_within("both nodes to be ready", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["node-1", "node-2"]
+    })
+    .await;
+
+    // Spread: the job's tasks land on both nodes.
+    client
+        .jobs
+        .clone()
+        .create_job(pb::CreateJobRequest {
+            manifest: sleeper("spread", 4),
+            source: "spread.toml".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_within(
+        "4 tasks running over both nodes",
+        Duration::from_secs(60),
+        || async {
+            let running = client.running("spread").await;
+            running.values().sum::<usize>() == 4
+        },
+    )
+    .await;
+
+    // A node dies: its tasks are lost and placed on the other within the timeout.
+    one.kill9();
+    wait_for_within(
+        "node-1's tasks to move to node-2",
+        Duration::from_secs(60),
+        || async {
+            let running = client.running("spread").await;
+            running.get("node-2") == Some(&4) && !running.contains_key("node-1")
+        },
+    )
+    .await;
+    assert_eq!(client.ready_nodes().await, ["node-2"]);
+
+    // It comes back: its old tasks run elsewhere now, so it stops them; no duplicates stay.
+    let one = agent(&servers, &token, "node-1", &dir.path().join("agent-1"));
+    wait_for_within("node-1 to be ready again", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["node-1", "node-2"]
+    })
+    .await;
+    wait_for_within(
+        "no duplicate of a lost task to run",
+        Duration::from_secs(30),
+        || async { sleepers() == 4 },
+    )
+    .await;
+    assert_eq!(client.running("spread").await.values().sum::<usize>(), 4);
+
+    // The leading server dies: the other leads within seconds and places new tasks; every job
+    // is still there.
+    let leader = etcd
+        .store("/cluster-test")
+        .await
+        .unwrap()
+        .current_leader("control")
+        .await
+        .unwrap()
+        .expect("a leader");
+    let (dead, alive) = if leader.ends_with(first.url.trim_start_matches("http://")) {
+        (&mut first, &second)
+    } else {
+        (&mut second, &first)
+    };
+    dead.proc.kill9();
+    let client = Client::of(alive, &token).await;
+    client
+        .jobs
+        .clone()
+        .scale_job(pb::ScaleJobRequest {
+            job: "spread".into(),
+            instances: 6,
+        })
+        .await
+        .unwrap();
+    wait_for_within(
+        "the new leader to place the scaled-up tasks",
+        Duration::from_secs(60),
+        || async { client.running("spread").await.values().sum::<usize>() == 6 },
+    )
+    .await;
+    // Agents first (they stop their tasks), then servers; drops go in reverse order.
+    drop(one);
+}
+
+/// The sleep every task of this test runs: distinctive, so the test can count its processes.
+const SLEEP: &str = "7777.25";
+
+/// Processes running this test's sleep, on the whole machine.
+fn sleepers() -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == SLEEP.as_bytes() {
+            count += 1;
+        }
+    }
+    count
+}
