@@ -599,3 +599,112 @@ async fn an_exec_check_follows_the_task_both_ways_without_restarting_a_batch_tas
     );
     p.stop().await;
 }
+
+/// A `NodeStore` client speaking for `node`.
+fn node_store(
+    token: &str,
+    channel: tonic::transport::Channel,
+    node: &str,
+) -> paved_api::v1::node_store_client::NodeStoreClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let node: tonic::metadata::MetadataValue<_> = node.parse().unwrap();
+    paved_api::v1::node_store_client::NodeStoreClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            req.metadata_mut().insert("x-paved-node", node.clone());
+            Ok(req)
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_node_sees_and_writes_only_its_own_records() {
+    let p = InProcess::start().await;
+    p.submit(support::service("mine", 1, "exec sleep 1000")).await;
+    wait_for("the task to run", || async { p.running("mine").await.len() == 1 }).await;
+    let task = p.running("mine").await.remove(0);
+    let key = format!("/tasks/{}/{}", task.job_id, task.id);
+
+    // The node that runs it sees the task and its job.
+    let mut own = node_store(&p.platform.token, p.channel().await, &task.node);
+    let listed = own
+        .list(pb::NodeStoreListRequest {
+            prefix: "/tasks/".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.kvs.len(), 1);
+    let job_index = format!("/job-ids/{}", task.job_id);
+    let found = own
+        .get(pb::NodeStoreGetRequest {
+            key: job_index.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        found.into_inner().kv.is_some(),
+        "a node reads the jobs of its tasks"
+    );
+
+    // Another node sees none of it, and may not write it.
+    let mut other = node_store(&p.platform.token, p.channel().await, "other-node");
+    let listed = other
+        .list(pb::NodeStoreListRequest {
+            prefix: "/tasks/".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.kvs.is_empty(), "{:?}", listed.kvs);
+    let its_node = format!("/nodes/{}", task.node);
+    for key in [key.as_str(), job_index.as_str(), "/tokens/", its_node.as_str()] {
+        let found = other
+            .get(pb::NodeStoreGetRequest { key: key.into() })
+            .await
+            .unwrap();
+        assert!(found.into_inner().kv.is_none(), "{key} reads as missing");
+    }
+    let stolen = serde_json::json!({"id": task.id, "node": "other-node"}).to_string();
+    let write = |key: &str, value: Vec<u8>| pb::NodeStoreTxnRequest {
+        ops: vec![pb::StoreOp {
+            key: key.into(),
+            kind: "put".into(),
+            value,
+            expect: "any".into(),
+            expect_revision: 0,
+        }],
+    };
+    let refused = other.txn(write(&key, stolen.into_bytes())).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let refused = other
+        .txn(write("/jobs/default/evil", b"{}".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let refused = other
+        .list(pb::NodeStoreListRequest {
+            prefix: "/tokens/".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // A node with no name is refused outright.
+    let mut nameless = node_store(&p.platform.token, p.channel().await, "Not A Name");
+    let refused = nameless
+        .list(pb::NodeStoreListRequest {
+            prefix: "/tasks/".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // The task is untouched.
+    assert_eq!(p.running("mine").await.len(), 1);
+    p.stop().await;
+}
