@@ -22,10 +22,10 @@ const CONCURRENCY: usize = 32;
 const PHASE: Duration = Duration::from_secs(5);
 
 /// A `paved up` started for a benchmark, killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
     /// The server's data directory, removed when the server is dropped.
     _data: TempDir,
 }
@@ -313,7 +313,7 @@ type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
 /// Puts the bearer token on every call.
 #[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -322,7 +322,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-fn auth_fn(auth: MetadataValue<tonic::metadata::Ascii>) -> Bearer {
+pub(crate) fn auth_fn(auth: MetadataValue<tonic::metadata::Ascii>) -> Bearer {
     Bearer(auth)
 }
 
@@ -344,8 +344,18 @@ impl Server {
         Server::start_logging(root, None)
     }
 
+    /// Starts `paved server` on its embedded store: the control plane without an agent.
+    pub(crate) fn start_server(root: &Path) -> anyhow::Result<Server> {
+        Server::start_role(root, &["server"], Some("warn"))
+    }
+
     /// Starts `paved up`, with `RUST_LOG` set to `log` when given (and not set by the caller).
     fn start_logging(root: &Path, log: Option<&str>) -> anyhow::Result<Server> {
+        Server::start_role(root, &["up", "--no-proxy"], log)
+    }
+
+    /// Starts `paved <role…>` on a free port and a fresh data directory.
+    fn start_role(root: &Path, role: &[&str], log: Option<&str>) -> anyhow::Result<Server> {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
             .args(["build", "--release", "--quiet", "-p", "paved"])
@@ -356,26 +366,21 @@ impl Server {
         let data = TempDir::new()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(root.join("target/release/paved"));
-        cmd.args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--no-proxy",
-            "--data",
-        ])
-        .arg(&data.0)
+        cmd.args(role)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data.0)
         .stdout(Stdio::null());
         if let Some(log) = log
             && std::env::var_os("RUST_LOG").is_none()
         {
             cmd.env("RUST_LOG", log);
         }
-        let child = cmd.spawn().context("cannot start paved up")?;
+        let child = cmd.spawn().context("cannot start paved")?;
         let token_file = data.0.join("admin.token");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
             if Instant::now() > deadline {
-                bail!("paved up did not come up within 20 s");
+                bail!("paved {} did not come up within 20 s", role[0]);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
