@@ -51,6 +51,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` and `Upgrade`,
+/// as in a WebSocket handshake); `None` for any other request.
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two headers of an upgrade, after hop-by-hop headers were stripped.
+pub(crate) fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Per connection: the values the forwarding headers get, built once.
 #[derive(Debug)]
 pub(crate) struct Forwarding {
@@ -243,6 +263,34 @@ mod tests {
         check(
             &[("proxy-authorization", "basic x"), ("authorization", "bearer y")],
             &[("authorization", "bearer y")],
+        );
+    }
+
+    #[test]
+    fn upgrades_are_http1_requests_asking_for_one() {
+        let check = |version, pairs: &[(&str, &str)], want: Option<&str>| {
+            let mut b = Request::builder().version(version);
+            for (k, v) in pairs {
+                b = b.header(*k, *v);
+            }
+            let got = upgrade_protocol(&b.body(()).unwrap());
+            assert_eq!(got.as_ref().map(|v| v.to_str().unwrap()), want, "{pairs:?}");
+        };
+        let ws = [("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")];
+        check(Version::HTTP_11, &ws, Some("websocket"));
+        check(Version::HTTP_2, &ws, None);
+        check(Version::HTTP_10, &ws, None);
+        check(Version::HTTP_11, &[("upgrade", "websocket")], None);
+        check(Version::HTTP_11, &[("connection", "upgrade")], None);
+        let mut m = map(&ws);
+        strip_hop_by_hop(&mut m);
+        ask_upgrade(&mut m, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            pairs(&m),
+            [
+                ("connection".into(), "upgrade".into()),
+                ("upgrade".into(), "websocket".into())
+            ]
         );
     }
 
