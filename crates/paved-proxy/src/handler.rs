@@ -124,7 +124,7 @@ async fn proxy(
             .roll(req.headers(), shared.clock.now_ms(), &shared.dice);
         if !verdict.delay.is_zero() {
             route.metrics.delays.inc();
-            tokio::time::sleep(verdict.delay).await;
+            Box::pin(tokio::time::sleep(verdict.delay)).await;
         }
         if let Some((status, id)) = verdict.abort {
             route.metrics.aborts.inc();
@@ -287,7 +287,9 @@ impl Outgoing {
             && !grpc
             && body.size_hint().exact().is_some_and(|n| n <= limit)
         {
-            match tokio::time::timeout(route.timeout, body.collect()).await {
+            // Boxed, as is every rare wait on the request path: the request's future stays
+            // small, and hyper moves it once per request.
+            match Box::pin(tokio::time::timeout(route.timeout, body.collect())).await {
                 Ok(Ok(collected)) => ProxyBody::Full(Some(collected.to_bytes())),
                 _ => {
                     return Err(text(

@@ -130,7 +130,7 @@ impl Upstreams {
         loop {
             let (mut sender, reused) = match self.http1.checkout(addr).await {
                 Some(sender) => (sender, true),
-                None => match self.http1.connect(addr).await {
+                None => match Box::pin(self.http1.connect(addr)).await {
                     Ok(sender) => (sender, false),
                     Err((kind, e)) => return Err(UpstreamError::new(kind, &*e, Some(req))),
                 },

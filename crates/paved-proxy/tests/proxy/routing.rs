@@ -269,6 +269,23 @@ async fn serves_from_one_thread_per_core_and_stops_gracefully() {
         }
     }
     assert_eq!(up.hits(), 50);
+    // Connections held open together: a thread holding more than one above the other hands
+    // new ones over, and a handed-over connection serves like any other.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        held.push(sender);
+    }
+    for sender in &mut held {
+        let req = Request::get("/").header("host", "x").body(full("")).unwrap();
+        let response = sender.send_request(req).await.expect("a held connection serves");
+        assert_eq!(response.headers()["x-task"], "web-1");
+    }
+    assert_eq!(up.hits(), 66);
     let _ = stop.send(());
     tokio::time::timeout(std::time::Duration::from_secs(5), served)
         .await
