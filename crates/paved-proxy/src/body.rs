@@ -1,6 +1,7 @@
 //! `ProxyBody`: the one body type the proxy sends both ways. A streamed body passes frames
 //! (data and trailers) through as they come, never buffering; a small request body kept for
-//! retries is replayed from memory; the proxy's own answers are short texts.
+//! retries is replayed from memory; the proxy's own answers are short texts. When an upstream
+//! response body ends, its HTTP/1.1 connection goes back to the pool.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 use paved_telemetry::Gauge;
 
 use crate::endpoint::EndpointState;
+use crate::upstream::Checkin;
 
 /// A request or response body as the proxy forwards it.
 #[derive(Debug)]
@@ -24,18 +26,36 @@ pub(crate) enum ProxyBody {
     Stream(Incoming, Option<InFlight>),
 }
 
-/// Holds a request in flight on an endpoint and a route's gauge until dropped.
+/// Holds a request in flight on an endpoint and a route's gauge until dropped, and the
+/// upstream connection its response comes on, which [`InFlight::ended`] gives back.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
     gauge: Gauge,
+    checkin: Option<Checkin>,
 }
 
 impl InFlight {
     pub(crate) fn start(endpoint: Arc<EndpointState>, gauge: Gauge) -> Self {
         endpoint.start_request();
         gauge.inc();
-        InFlight { endpoint, gauge }
+        InFlight {
+            endpoint,
+            gauge,
+            checkin: None,
+        }
+    }
+
+    /// The connection the response arrives on, released when the response ends.
+    pub(crate) fn set_connection(&mut self, checkin: Option<Checkin>) {
+        self.checkin = checkin;
+    }
+
+    /// The response was read to its end: its connection may serve another request.
+    pub(crate) fn ended(mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.release();
+        }
     }
 }
 
@@ -69,9 +89,19 @@ impl Body for ProxyBody {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Stream(body, guard) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = polled {
-                    guard.take();
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling once a body says it has ended, so look after each frame.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) => {
+                        guard.take();
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if ended && let Some(guard) = guard.take() {
+                    guard.ended();
                 }
                 polled
             }

@@ -2,13 +2,19 @@
 //! retries under the route's timeout, passive health, metrics.
 //!
 //! Retries: a failed attempt is sent again, to another endpoint when there is one, when the
-//! route allows more attempts, the global budget has a retry, the body can be replayed (empty,
-//! or small and buffered), and either the connect failed (so the request never reached an
-//! upstream, whatever its method) or the method is idempotent (GET, HEAD, OPTIONS, PUT,
-//! DELETE, TRACE) and the attempt ended in a reset or a 502/503/504.
+//! route allows more attempts, the global budget has a retry, and either the request never
+//! left the proxy (the connect failed: it comes back whole, whatever its method and body) or
+//! the method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE), its body can be replayed
+//! (empty, or small and buffered) and the attempt ended in a reset or a 502/503/504. Only for
+//! the latter is a copy of the request kept while an attempt is under way.
 //!
 //! The route's timeout bounds the time to response headers, retries included; bodies then
 //! stream for as long as they take (a gRPC stream may last hours).
+//!
+//! Upgrades: an HTTP/1.1 request asking to switch protocols (`Connection: upgrade`, as a
+//! WebSocket handshake does) goes upstream with its `Upgrade` header, is never retried, and
+//! on `101 Switching Protocols` the client's and the upstream's connections are joined byte for
+//! byte until either closes. Faults apply before the upstream is asked.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,11 +23,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use paved_telemetry::Registry;
 
 use crate::balance::{self, hash_str};
@@ -33,7 +41,7 @@ use crate::env::{Clock, Dice};
 use crate::headers::{self, Forwarding};
 use crate::metrics::ErrorKind;
 use crate::table::{BackendEntry, RouteEntry, StickyKey, Table};
-use crate::upstream::{UpstreamError, Upstreams};
+use crate::upstream::{self, UpstreamError, Upstreams};
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -48,10 +56,12 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
 }
 
-/// One client connection: its forwarding headers, and the upstream pool of the listener that
-/// accepted it (each listener has its own, so that a thread-per-core proxy never hands an
-/// upstream connection between threads).
+/// One client connection: what every connection shares, its forwarding headers, and the
+/// upstream pool of the listener that accepted it (each listener has its own, so that a
+/// thread-per-core proxy never hands an upstream connection between threads). Requests clone
+/// this, not `Shared`, so that two threads never write the same reference count.
 pub(crate) struct Conn {
+    pub(crate) shared: Arc<Shared>,
     pub(crate) forwarding: Forwarding,
     pub(crate) upstreams: Arc<Upstreams>,
 }
@@ -60,22 +70,23 @@ pub(crate) struct Conn {
 struct Outgoing {
     method: Method,
     path: PathAndQuery,
+    /// Empty once moved into an attempt that could not be retried.
     headers: HeaderMap,
     /// `None` once moved into an attempt that could not be retried.
     body: Option<ProxyBody>,
-    /// Whether the body can be sent again (it is in memory).
-    replayable: bool,
     h2: bool,
     idempotent: bool,
+    /// The client's side of an HTTP/1.1 upgrade (WebSocket) the upstream may accept.
+    upgrade: Option<OnUpgrade>,
 }
 
 /// Serves one request; every failure becomes a response.
 pub(crate) async fn handle(
-    shared: Arc<Shared>,
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let shared = &*conn.shared;
     let route = {
         let table = shared.table.load();
         let found = table.find(headers::request_host(&req), req.uri().path());
@@ -90,7 +101,8 @@ pub(crate) async fn handle(
     shared.budget.deposit();
     let sticky = sticky_hash(&route, req.headers());
     let backend = route.backend(sticky, || shared.dice.u64());
-    let response = proxy(&shared, &conn, &route, backend, sticky, req).await;
+    let upgrade = headers::upgrade_protocol(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let response = proxy(shared, &conn, &route, backend, sticky, req, upgrade).await;
     backend
         .metrics
         .answered(response.status().as_u16(), started.elapsed());
@@ -104,6 +116,7 @@ async fn proxy(
     backend: &BackendEntry,
     sticky: Option<u64>,
     req: Request<Incoming>,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> Response<ProxyBody> {
     if !route.faults.is_empty() {
         let verdict = route
@@ -111,14 +124,14 @@ async fn proxy(
             .roll(req.headers(), shared.clock.now_ms(), &shared.dice);
         if !verdict.delay.is_zero() {
             route.metrics.delays.inc();
-            tokio::time::sleep(verdict.delay).await;
+            Box::pin(tokio::time::sleep(verdict.delay)).await;
         }
         if let Some((status, id)) = verdict.abort {
             route.metrics.aborts.inc();
             return text(status, format!("fault {id} injected on route {}\n", route.name));
         }
     }
-    let mut outgoing = match Outgoing::new(req, &conn.forwarding, shared, route).await {
+    let mut outgoing = match Outgoing::new(req, &conn.forwarding, shared, route, upgrade).await {
         Ok(outgoing) => outgoing,
         Err(response) => return response,
     };
@@ -172,25 +185,29 @@ async fn attempts<'a>(
             return text(StatusCode::SERVICE_UNAVAILABLE, message);
         };
         *current = Some(endpoint);
-        let may_retry = attempt < route.retries;
-        let Some(request) = outgoing.attempt(endpoint, may_retry) else {
+        // An upgraded connection cannot be replayed.
+        let may_retry = attempt < route.retries && outgoing.upgrade.is_none();
+        // A copy is kept only for what may be sent again after it reached an upstream;
+        // a request that never left comes back with the error.
+        let keep = may_retry && (outgoing.idempotent || outgoing.h2);
+        let Some(request) = outgoing.attempt(endpoint, keep) else {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot build the upstream request\n".to_owned(),
             );
         };
-        let in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+        let mut in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
         let sent = Instant::now();
-        let result = upstreams.send(outgoing.h2, request).await;
-        let retry = |retriable: bool| {
-            let ok = retriable && may_retry && outgoing.replayable && shared.budget.withdraw();
+        let result = upstreams.send(endpoint.addr, outgoing.h2, request).await;
+        let retry = |retriable: bool, outgoing: &Outgoing| {
+            let ok = retriable && may_retry && outgoing.body.is_some() && shared.budget.withdraw();
             if ok {
                 backend.metrics.retries.inc();
             }
             ok
         };
         match result {
-            Ok(response) => {
+            Ok((response, checkin)) => {
                 endpoint.observe_latency(sent.elapsed());
                 let status = response.status();
                 if status.is_server_error() {
@@ -199,13 +216,22 @@ async fn attempts<'a>(
                     endpoint.record_success();
                 }
                 let retriable = outgoing.idempotent && matches!(status.as_u16(), 502..=504);
-                if !retry(retriable) {
-                    return respond(response, in_flight);
+                if !retry(retriable, outgoing) {
+                    in_flight.set_connection(checkin);
+                    return respond(response, in_flight, outgoing.upgrade.take());
                 }
             }
-            Err(UpstreamError { kind, message }) => {
+            Err(UpstreamError {
+                kind,
+                message,
+                unsent,
+            }) => {
                 fail(shared, backend, endpoint, kind);
-                if !retry(kind == ErrorKind::Connect || outgoing.idempotent) {
+                let unsent = unsent.map(|request| outgoing.restore(request)).is_some();
+                if !retry(
+                    unsent || kind == ErrorKind::Connect || outgoing.idempotent,
+                    outgoing,
+                ) {
                     let message = format!(
                         "upstream {} (task {}) of job {} failed: {message}\n",
                         endpoint.addr, endpoint.task, backend.job
@@ -220,13 +246,15 @@ async fn attempts<'a>(
 }
 
 impl Outgoing {
-    /// Prepares the request for upstreams: headers rewritten, and a small body of a request
-    /// that may be retried read into memory. An unreadable body answers 400.
+    /// Prepares the request for upstreams: headers rewritten, and a small body of an
+    /// idempotent request that may be retried read into memory. An unreadable body answers
+    /// 400.
     async fn new(
         req: Request<Incoming>,
         conn: &Forwarding,
         shared: &Shared,
         route: &RouteEntry,
+        upgrade: Option<(HeaderValue, OnUpgrade)>,
     ) -> Result<Outgoing, Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
@@ -241,6 +269,10 @@ impl Outgoing {
             headers.insert(header::HOST, host);
         }
         headers::strip_hop_by_hop(&mut headers);
+        let upgrade = upgrade.map(|(protocol, on)| {
+            headers::ask_upgrade(&mut headers, protocol);
+            on
+        });
         conn.apply(&mut headers, parts.version);
         headers::ensure_traceparent(&mut headers, &shared.dice);
         let idempotent = matches!(
@@ -250,8 +282,14 @@ impl Outgoing {
         let limit = shared.config.pool.retry_buffer_bytes as u64;
         let body = if body.is_end_stream() {
             ProxyBody::Empty
-        } else if route.retries > 0 && !grpc && body.size_hint().exact().is_some_and(|n| n <= limit) {
-            match tokio::time::timeout(route.timeout, body.collect()).await {
+        } else if route.retries > 0
+            && idempotent
+            && !grpc
+            && body.size_hint().exact().is_some_and(|n| n <= limit)
+        {
+            // Boxed, as is every rare wait on the request path: the request's future stays
+            // small, and hyper moves it once per request.
+            match Box::pin(tokio::time::timeout(route.timeout, body.collect())).await {
                 Ok(Ok(collected)) => ProxyBody::Full(Some(collected.to_bytes())),
                 _ => {
                     return Err(text(
@@ -268,27 +306,25 @@ impl Outgoing {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let replayable = !matches!(body, ProxyBody::Stream(..));
         Ok(Outgoing {
             method: parts.method,
             path,
             headers,
             body: Some(body),
-            replayable,
             h2: grpc,
             idempotent,
+            upgrade,
         })
     }
 
-    /// The request for one attempt at `endpoint`: a copy when another may follow, else the
-    /// original moved out (`None` if it already was).
+    /// The request for one attempt at `endpoint`: a copy when `keep` and the body can be
+    /// replayed, else the original moved out (`None` if it already was).
     fn attempt(&mut self, endpoint: &EndpointState, keep: bool) -> Option<Request<ProxyBody>> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(self.path.clone())
-            .build()
-            .ok()?;
+        let uri = if self.h2 {
+            upstream::h2c_uri(&endpoint.authority, &self.path)?
+        } else {
+            Uri::from(self.path.clone())
+        };
         let replay = if keep {
             self.body.as_ref().and_then(ProxyBody::replay)
         } else {
@@ -309,6 +345,13 @@ impl Outgoing {
         *request.headers_mut() = headers;
         Some(request)
     }
+
+    /// Takes back a request that never left, to send it again.
+    fn restore(&mut self, request: Request<ProxyBody>) {
+        let (parts, body) = request.into_parts();
+        self.headers = parts.headers;
+        self.body = Some(body);
+    }
 }
 
 /// Counts a failed attempt against `endpoint`; ejects it at the threshold unless it is the
@@ -325,11 +368,49 @@ fn fail(shared: &Shared, backend: &BackendEntry, endpoint: &EndpointState, kind:
     }
 }
 
-/// The upstream's response, hop-by-hop headers removed, its body streamed through.
-fn respond(response: Response<Incoming>, in_flight: InFlight) -> Response<ProxyBody> {
+/// The upstream's response, hop-by-hop headers removed, its body streamed through. A
+/// `101 Switching Protocols` to an upgrade request joins the two upgraded connections.
+fn respond(
+    mut response: Response<Incoming>,
+    in_flight: InFlight,
+    upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = upgrade
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            headers::ask_upgrade(&mut parts.headers, protocol);
+        }
+        tokio::spawn(splice(client, upstream, in_flight));
+        return Response::from_parts(parts, ProxyBody::Empty);
+    }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if body.is_end_stream() {
+        in_flight.ended();
+        return Response::from_parts(parts, ProxyBody::Empty);
+    }
     Response::from_parts(parts, ProxyBody::Stream(body, Some(in_flight)))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either side closes;
+/// the request stays in flight meanwhile.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
+    let (client, upstream) = tokio::join!(client, upstream);
+    match (client, upstream) {
+        (Ok(client), Ok(upstream)) => {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+    drop(in_flight);
 }
 
 fn sticky_hash(route: &RouteEntry, headers: &HeaderMap) -> Option<u64> {

@@ -30,6 +30,14 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
 /// Removes hop-by-hop headers and those the `connection` header names. `te` is kept only as
 /// `te: trailers`, which gRPC needs end to end.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none or only `connection`: one pass over the names finds out,
+    // cheaper than a hash lookup per hop-by-hop name.
+    if !headers
+        .keys()
+        .any(|k| hop_by_hop().contains(&k) || k == header::TE)
+    {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION).cloned()
         && let Ok(names) = connection.to_str()
     {
@@ -49,6 +57,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` and `Upgrade`,
+/// as in a WebSocket handshake); `None` for any other request.
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two headers of an upgrade, after hop-by-hop headers were stripped.
+pub(crate) fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Per connection: the values the forwarding headers get, built once.
@@ -124,9 +152,21 @@ pub(crate) fn ensure_traceparent(headers: &mut HeaderMap, dice: &Dice) {
         return;
     }
     let (hi, lo, span) = (dice.u64() | 1, dice.u64(), dice.u64() | 1);
-    let text = format!("00-{hi:016x}{lo:016x}-{span:016x}-01");
-    if let Ok(value) = HeaderValue::try_from(text) {
+    // `00-{hi:016x}{lo:016x}-{span:016x}-01`, written without the formatting machinery.
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex16(&mut text[3..19], hi);
+    hex16(&mut text[19..35], lo);
+    hex16(&mut text[36..52], span);
+    if let Ok(value) = HeaderValue::from_bytes(&text) {
         headers.insert(TRACEPARENT.clone(), value);
+    }
+}
+
+/// `n` as 16 lowercase hex digits into `out`.
+fn hex16(out: &mut [u8], n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate().take(16) {
+        *b = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -247,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn upgrades_are_http1_requests_asking_for_one() {
+        let check = |version, pairs: &[(&str, &str)], want: Option<&str>| {
+            let mut b = Request::builder().version(version);
+            for (k, v) in pairs {
+                b = b.header(*k, *v);
+            }
+            let got = upgrade_protocol(&b.body(()).unwrap());
+            assert_eq!(got.as_ref().map(|v| v.to_str().unwrap()), want, "{pairs:?}");
+        };
+        let ws = [("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")];
+        check(Version::HTTP_11, &ws, Some("websocket"));
+        check(Version::HTTP_2, &ws, None);
+        check(Version::HTTP_10, &ws, None);
+        check(Version::HTTP_11, &[("upgrade", "websocket")], None);
+        check(Version::HTTP_11, &[("connection", "upgrade")], None);
+        let mut m = map(&ws);
+        strip_hop_by_hop(&mut m);
+        ask_upgrade(&mut m, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            pairs(&m),
+            [
+                ("connection".into(), "upgrade".into()),
+                ("upgrade".into(), "websocket".into())
+            ]
+        );
+    }
+
+    #[test]
     fn forwarding_appends() {
         let fwd = Forwarding::new("10.0.0.9".parse().unwrap(), false);
         let check = |input: &[(&str, &str)], version, want: &[(&str, &str)]| {
@@ -303,6 +371,9 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(valid_traceparent(v.as_bytes()), want, "{v}");
         }
+        let mut digits = [0u8; 16];
+        hex16(&mut digits, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(&digits, b"00f067aa0ba902b7");
         let dice = Dice::seeded(1);
         let mut kept = map(&[("traceparent", ok)]);
         ensure_traceparent(&mut kept, &dice);

@@ -11,6 +11,8 @@ use paved_telemetry::{Counter, Gauge, Histogram, Registry};
 pub(crate) const UNROUTED: &str = "-";
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "status"];
+const FAULT_ACTIONS: [&str; 2] = ["delay", "abort"];
 
 /// Kinds of upstream failure, as the `kind` tag spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +50,27 @@ impl JobMetrics {
             requests: CLASSES.map(|class| requests.with(&[("route", route), ("job", job), ("class", class)])),
             duration: registry.histogram(&PROXY_REQUEST_DURATION).with(&rj),
             in_flight: registry.gauge(&PROXY_IN_FLIGHT).with(&rj),
-            errors: ["connect", "timeout", "reset", "status"]
-                .map(|kind| errors.with(&[("route", route), ("job", job), ("kind", kind)])),
+            errors: ERROR_KINDS.map(|kind| errors.with(&[("route", route), ("job", job), ("kind", kind)])),
             retries: registry.counter(&PROXY_RETRIES).with(&rj),
             ejections: registry.counter(&PROXY_EJECTIONS).with(&rj),
         }
+    }
+
+    /// Removes every series of `route` and `job` from `registry`.
+    pub(crate) fn forget(registry: &Registry, route: &str, job: &str) {
+        let requests = registry.counter(&PROXY_REQUESTS);
+        for class in CLASSES {
+            requests.remove(&[("route", route), ("job", job), ("class", class)]);
+        }
+        let errors = registry.counter(&PROXY_UPSTREAM_ERRORS);
+        for kind in ERROR_KINDS {
+            errors.remove(&[("route", route), ("job", job), ("kind", kind)]);
+        }
+        let rj = [("route", route), ("job", job)];
+        registry.histogram(&PROXY_REQUEST_DURATION).remove(&rj);
+        registry.gauge(&PROXY_IN_FLIGHT).remove(&rj);
+        registry.counter(&PROXY_RETRIES).remove(&rj);
+        registry.counter(&PROXY_EJECTIONS).remove(&rj);
     }
 
     /// Counts an answered request by its status class and times it.
@@ -70,9 +88,16 @@ impl JobMetrics {
 impl RouteMetrics {
     pub(crate) fn new(registry: &Registry, route: &str) -> Self {
         let faults = registry.counter(&PROXY_INJECTED_FAULTS);
-        RouteMetrics {
-            delays: faults.with(&[("route", route), ("action", "delay")]),
-            aborts: faults.with(&[("route", route), ("action", "abort")]),
+        let [delays, aborts] =
+            FAULT_ACTIONS.map(|action| faults.with(&[("route", route), ("action", action)]));
+        RouteMetrics { delays, aborts }
+    }
+
+    /// Removes the series of `route` from `registry`.
+    pub(crate) fn forget(registry: &Registry, route: &str) {
+        let faults = registry.counter(&PROXY_INJECTED_FAULTS);
+        for action in FAULT_ACTIONS {
+            faults.remove(&[("route", route), ("action", action)]);
         }
     }
 }

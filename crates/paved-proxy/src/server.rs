@@ -93,72 +93,89 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let local = listener.local_addr().map_err(ProxyError::Listener)?;
         tracing::info!(addr = %local, tls = self.tls.is_some(), "proxy listening");
-        let builder = Arc::new(http_builder());
-        let upstreams = Arc::new(Upstreams::new(&self.shared.config.pool));
-        let graceful = GracefulShutdown::new();
-        let updater = tokio::spawn(follow(self.snapshots.clone(), self.shared.clone()));
+        let worker = Worker::new(&self);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        self.spawn_connection(stream, peer, &upstreams, &builder, graceful.watcher());
-                    }
+                    Ok((stream, peer)) => worker.spawn_connection(stream, peer, ()),
                     Err(e) => accept_failed(e).await,
                 },
             }
         }
         drop(listener);
-        updater.abort();
-        tracing::info!(addr = %local, connections = graceful.count(), "proxy draining");
-        graceful.shutdown().await;
+        worker.drain(local).await;
         Ok(())
     }
+}
 
-    fn spawn_connection(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        upstreams: &Arc<Upstreams>,
-        builder: &Arc<auto::Builder<TokioExecutor>>,
-        watcher: Watcher,
-    ) {
+/// What one listener's thread serves with: its upstream pool, the HTTP settings, and the
+/// connections it must finish on shutdown. Create it inside the runtime that serves it.
+pub(crate) struct Worker {
+    proxy: Proxy,
+    upstreams: Arc<Upstreams>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: GracefulShutdown,
+    updater: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    pub(crate) fn new(proxy: &Proxy) -> Worker {
+        Worker {
+            proxy: proxy.clone(),
+            upstreams: Arc::new(Upstreams::new(&proxy.shared.config.pool)),
+            builder: Arc::new(http_builder()),
+            graceful: GracefulShutdown::new(),
+            updater: tokio::spawn(follow(proxy.snapshots.clone(), proxy.shared.clone())),
+        }
+    }
+
+    /// Serves one accepted connection on this thread; `guard` is dropped when it closes.
+    pub(crate) fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, guard: impl Send + 'static) {
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
-            forwarding: Forwarding::new(peer.ip(), self.tls.is_some()),
-            upstreams: upstreams.clone(),
+            shared: self.proxy.shared.clone(),
+            forwarding: Forwarding::new(peer.ip(), self.proxy.tls.is_some()),
+            upstreams: self.upstreams.clone(),
         });
-        let (shared, builder, tls) = (self.shared.clone(), builder.clone(), self.tls.clone());
+        let (builder, tls, watcher) = (
+            self.builder.clone(),
+            self.proxy.tls.clone(),
+            self.graceful.watcher(),
+        );
         tokio::spawn(async move {
             match tls {
-                None => serve_io(stream, shared, conn, &builder, watcher).await,
+                None => serve_io(stream, conn, &builder, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_io(tls, shared, conn, &builder, watcher).await,
+                        Ok(Ok(tls)) => serve_io(tls, conn, &builder, watcher).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }
                 }
             }
+            drop(guard);
         });
+    }
+
+    /// Closes idle connections and waits for in-flight requests to finish.
+    pub(crate) async fn drain(self, local: SocketAddr) {
+        self.updater.abort();
+        tracing::info!(addr = %local, connections = self.graceful.count(), "proxy draining");
+        self.graceful.shutdown().await;
     }
 }
 
-/// Serves HTTP on one connection until it closes.
-async fn serve_io<I>(
-    io: I,
-    shared: Arc<Shared>,
-    conn: Arc<Conn>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) where
+/// Serves HTTP on one connection until it closes (or hands it over to an upgrade).
+async fn serve_io<I>(io: I, conn: Arc<Conn>, builder: &auto::Builder<TokioExecutor>, watcher: Watcher)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handler::handle(shared.clone(), conn.clone(), req));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let service = service_fn(move |req| handler::handle(conn.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
@@ -175,6 +192,7 @@ async fn follow(mut snapshots: watch::Receiver<Arc<Snapshot>>, shared: Arc<Share
         }
         let previous = shared.table.load();
         let table = Table::compile(&snapshot, Some(&previous), &shared.registry);
+        previous.forget_removed(&table, &shared.registry);
         shared.table.store(Arc::new(table));
         let (routes, faults) = (snapshot.routes.len(), snapshot.faults.len());
         *compiled = snapshot;
@@ -184,7 +202,7 @@ async fn follow(mut snapshots: watch::Receiver<Arc<Snapshot>>, shared: Arc<Share
 
 /// Accept errors are per connection (the client gave up) or resource exhaustion (too many open
 /// files), which a short pause lets clear instead of spinning.
-async fn accept_failed(e: std::io::Error) {
+pub(crate) async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

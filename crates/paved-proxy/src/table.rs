@@ -31,6 +31,8 @@ pub(crate) struct Table {
     /// `(".example.com", routes)`, longest suffix first.
     wildcard: Vec<(String, Vec<Arc<RouteEntry>>)>,
     any: Vec<Arc<RouteEntry>>,
+    /// Every route once, in snapshot order.
+    routes: Vec<Arc<RouteEntry>>,
     endpoints: HashMap<EndpointKey, Arc<EndpointState>>,
     pub(crate) unrouted: JobMetrics,
 }
@@ -73,6 +75,7 @@ impl Table {
             exact: HashMap::new(),
             wildcard: Vec::new(),
             any: Vec::new(),
+            routes: Vec::new(),
             endpoints: HashMap::new(),
             unrouted: JobMetrics::new(registry, UNROUTED, UNROUTED),
         };
@@ -87,6 +90,7 @@ impl Table {
                 continue;
             }
             let entry = Arc::new(compile_route(route, snapshot, previous, &mut endpoints, registry));
+            table.routes.push(entry.clone());
             table.index(route, entry);
         }
         table.endpoints = endpoints;
@@ -122,6 +126,27 @@ impl Table {
             }
         }
         by_prefix(&self.any).and_then(|i| self.any.get(i))
+    }
+
+    /// Removes from `registry` the series of the routes, and of the backend jobs of routes,
+    /// that `self` had and `next` has not, so that removed routes leave no series behind.
+    /// Requests still in flight on them record nowhere.
+    pub(crate) fn forget_removed(&self, next: &Table, registry: &Registry) {
+        let kept: HashSet<(&str, &str)> = next
+            .routes
+            .iter()
+            .flat_map(|r| r.backends.iter().map(|b| (r.name.as_str(), b.job.as_str())))
+            .collect();
+        for route in &self.routes {
+            if !next.routes.iter().any(|r| r.name == route.name) {
+                RouteMetrics::forget(registry, &route.name);
+            }
+            for backend in &route.backends {
+                if !kept.contains(&(route.name.as_str(), backend.job.as_str())) {
+                    JobMetrics::forget(registry, &route.name, &backend.job);
+                }
+            }
+        }
     }
 
     fn index(&mut self, route: &Route, entry: Arc<RouteEntry>) {

@@ -1,21 +1,42 @@
-//! Connections to upstream tasks: hyper-util's pooled client, one for HTTP/1.1 (keep-alive)
-//! and one for HTTP/2 over cleartext (h2c, prior knowledge) used for gRPC.
+//! Connections to upstream tasks. HTTP/1.1 goes through the listener's own pool of hyper
+//! `client::conn::http1` connections (one pool per thread in the thread-per-core proxy, so its
+//! lock is never contended): a free list per endpoint, most recently used first. gRPC goes
+//! over HTTP/2 cleartext (h2c, prior knowledge) through hyper-util's pooled client, which
+//! multiplexes requests on one connection per endpoint.
+//!
+//! Why not hyper-util's client for HTTP/1.1 too: per request it hashes a pool key, races a
+//! checkout against a lazy connect, and spawns a task that waits for the connection to be ready
+//! again before putting it back; profiled under `cargo xtask bench proxy`, that was a tenth of
+//! the proxy's CPU. Here a connection goes back to the free list when its response body ends,
+//! and the next checkout checks that it is ready.
 
-use std::error::Error as _;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::ProxyBody;
 use crate::config::PoolConfig;
 use crate::metrics::ErrorKind;
 
-#[derive(Debug, Clone)]
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often idle HTTP/1.1 connections past their idle timeout are closed, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
 pub(crate) struct Upstreams {
-    http1: Client<HttpConnector, ProxyBody>,
+    http1: Arc<Http1Pool>,
     h2c: Client<HttpConnector, ProxyBody>,
 }
 
@@ -24,47 +45,261 @@ pub(crate) struct Upstreams {
 pub(crate) struct UpstreamError {
     pub(crate) kind: ErrorKind,
     pub(crate) message: String,
+    /// The request, when it never left the proxy (so any method may be sent again).
+    pub(crate) unsent: Option<Request<ProxyBody>>,
+}
+
+/// An HTTP/1.1 connection lent to one request. [`Checkin::release`] returns it to the free
+/// list once its response has ended; dropped otherwise, it closes.
+#[derive(Debug)]
+pub(crate) struct Checkin {
+    pool: Weak<Http1Pool>,
+    addr: SocketAddr,
+    sender: http1::SendRequest<ProxyBody>,
+}
+
+#[derive(Debug)]
+struct Http1Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
 }
 
 impl Upstreams {
+    /// Call inside a tokio runtime: it spawns the task that closes idle connections.
     pub(crate) fn new(config: &PoolConfig) -> Self {
+        let http1 = Arc::new(Http1Pool {
+            idle: Mutex::default(),
+            max_idle: config.max_idle_per_endpoint,
+            idle_timeout: config.idle_timeout,
+            connect_timeout: config.connect_timeout,
+        });
+        tokio::spawn(sweep(Arc::downgrade(&http1)));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let builder = || {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(config.idle_timeout)
-                .pool_max_idle_per_host(config.max_idle_per_endpoint)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                // The request's own host header goes upstream, not the endpoint's address.
-                .set_host(false);
-            b
-        };
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let mut h2c = Client::builder(TokioExecutor::new());
+        h2c.pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            // The request's own host header goes upstream, not the endpoint's address.
+            .set_host(false)
+            .http2_only(true);
         Upstreams {
-            http1: builder().build(connector.clone()),
-            h2c: builder().http2_only(true).build(connector),
+            http1,
+            h2c: h2c.build(connector),
         }
     }
 
-    /// Sends `req` (whose URI names the endpoint) over HTTP/1.1, or h2c when `h2`.
+    /// Sends `req` to `addr`: over h2c when `h2` (the URI must then name the endpoint), else
+    /// over a pooled HTTP/1.1 connection (the URI is the path). The [`Checkin`] comes with an
+    /// HTTP/1.1 response.
     pub(crate) async fn send(
         &self,
+        addr: SocketAddr,
         h2: bool,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if h2 { &self.h2c } else { &self.http1 };
-        client.request(req).await.map_err(|e| UpstreamError {
-            kind: if e.is_connect() {
-                ErrorKind::Connect
-            } else {
-                ErrorKind::Reset
-            },
-            message: match e.source() {
-                Some(source) => format!("{e}: {source}"),
-                None => e.to_string(),
-            },
-        })
+    ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
+        if h2 {
+            return self.h2c.request(req).await.map(|r| (r, None)).map_err(|e| {
+                let kind = if e.is_connect() {
+                    ErrorKind::Connect
+                } else {
+                    ErrorKind::Reset
+                };
+                UpstreamError::new(kind, &e, None)
+            });
+        }
+        self.send_http1(addr, req).await
     }
+
+    async fn send_http1(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.http1.checkout(addr).await {
+                Some(sender) => (sender, true),
+                None => match Box::pin(self.http1.connect(addr)).await {
+                    Ok(sender) => (sender, false),
+                    Err((kind, e)) => return Err(UpstreamError::new(kind, &*e, Some(req))),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let pool = Arc::downgrade(&self.http1);
+                    return Ok((response, Some(Checkin { pool, addr, sender })));
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection the upstream had closed: the request never left, so
+                    // it goes out on a fresh connection without counting as a retry.
+                    Some(back) if reused => req = back,
+                    unsent => {
+                        let e = e.into_error();
+                        return Err(UpstreamError::new(ErrorKind::Reset, &e, unsent));
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl UpstreamError {
+    fn new(kind: ErrorKind, e: &dyn std::error::Error, unsent: Option<Request<ProxyBody>>) -> Self {
+        let message = match e.source() {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        UpstreamError {
+            kind,
+            message,
+            unsent,
+        }
+    }
+}
+
+impl Checkin {
+    /// Back to the free list: call once the response has been read to its end.
+    pub(crate) fn release(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.checkin(self.addr, self.sender);
+        }
+    }
+}
+
+impl Http1Pool {
+    /// The most recently used idle connection to `addr` that is ready, closing those that
+    /// are closed or idle too long; `None`: connect.
+    async fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut yielded = false;
+        loop {
+            let mut busy = Vec::new();
+            let mut found = None;
+            while let Some(Idle { mut sender, since }) = self.pop(addr) {
+                if since.elapsed() > self.idle_timeout {
+                    continue;
+                }
+                // A connection whose last response just ended may not have noticed yet.
+                match poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
+                    Poll::Ready(Ok(())) => {
+                        found = Some(sender);
+                        break;
+                    }
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => busy.push(sender),
+                }
+            }
+            let waited = !busy.is_empty();
+            for sender in busy.into_iter().rev() {
+                self.checkin(addr, sender);
+            }
+            if found.is_some() || !waited || yielded {
+                return found;
+            }
+            // Let their connection tasks run once, then look again.
+            tokio::task::yield_now().await;
+            yielded = true;
+        }
+    }
+
+    fn pop(&self, addr: SocketAddr) -> Option<Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        let popped = list.pop();
+        if list.is_empty() {
+            idle.remove(&addr);
+        }
+        popped
+    }
+
+    fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http1::SendRequest<ProxyBody>, (ErrorKind, BoxError)> {
+        let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(addr))
+            .await
+            .map_err(|_| (ErrorKind::Connect, "connect timed out".into()))?
+            .map_err(|e| (ErrorKind::Connect, e.into()))?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| (ErrorKind::Connect, e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Drops idle connections past the idle timeout or closed by the upstream.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+}
+
+async fn tcp_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_keepalive(true)?;
+    let stream = socket.connect(addr).await?;
+    // Small requests must not wait for Nagle's algorithm.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Closes idle connections past their timeout until the pool is gone.
+async fn sweep(pool: Weak<Http1Pool>) {
+    let every = match pool.upgrade() {
+        Some(pool) => pool.idle_timeout.min(SWEEP_EVERY),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
+    }
+}
+
+/// The URI of a request to `authority` over h2c (hyper-util's client needs the whole URI).
+pub(crate) fn h2c_uri(authority: &http::uri::Authority, path: &http::uri::PathAndQuery) -> Option<Uri> {
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path.clone())
+        .build()
+        .ok()
 }

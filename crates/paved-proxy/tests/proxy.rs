@@ -11,3 +11,5 @@ mod resilience;
 mod routing;
 #[path = "proxy/support.rs"]
 mod support;
+#[path = "proxy/upgrades.rs"]
+mod upgrades;

@@ -269,10 +269,71 @@ async fn serves_from_one_thread_per_core_and_stops_gracefully() {
         }
     }
     assert_eq!(up.hits(), 50);
+    // Connections held open together: a thread holding more than one above the other hands
+    // new ones over, and a handed-over connection serves like any other.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        held.push(sender);
+    }
+    for sender in &mut held {
+        let req = Request::get("/").header("host", "x").body(full("")).unwrap();
+        let response = sender.send_request(req).await.expect("a held connection serves");
+        assert_eq!(response.headers()["x-task"], "web-1");
+    }
+    assert_eq!(up.hits(), 66);
     let _ = stop.send(());
     tokio::time::timeout(std::time::Duration::from_secs(5), served)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn series_of_removed_routes_and_backends_go() {
+    let (web, api, old) = (
+        Upstream::start("web-1").await,
+        Upstream::start("api-1").await,
+        Upstream::start("old-1").await,
+    );
+    let mut api_route = route("api", &[("api", 1)]);
+    api_route.path_prefix = "/api".into();
+    let jobs: &[(&str, &[&Upstream])] = &[("web", &[&web]), ("api", &[&api]), ("old", &[&old])];
+    let proxy = Harness::start(snapshot(
+        vec![route("web", &[("web", 1), ("old", 1)]), api_route],
+        jobs,
+        vec![],
+    ))
+    .await;
+    let client = client();
+    for path in ["/", "/", "/", "/", "/api/x"] {
+        get(&client, &proxy.url(path)).await;
+    }
+    let text = proxy.metrics();
+    assert!(text.contains(r#"route="api""#), "{text}");
+    assert!(text.contains(r#"job="old""#), "{text}");
+
+    // The api route goes, and the web route keeps only its web job.
+    proxy.publish(snapshot(vec![route("web", &[("web", 1)])], jobs, vec![]));
+    eventually("the removed series go", async || {
+        let text = proxy.metrics();
+        !text.contains(r#"route="api""#) && !text.contains(r#"job="old""#)
+    })
+    .await;
+    get(&client, &proxy.url("/")).await;
+    let text = proxy.metrics();
+    assert!(
+        text.contains(r#"paved_proxy_requests_total{class="2xx",job="web",route="web"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"paved_proxy_injected_faults_total{action="abort",route="web"}"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"route="api""#), "{text}");
 }
