@@ -283,6 +283,11 @@ pub async fn require_token(State(tokens): State<Arc<Tokens>>, mut req: Request, 
     next.run(req).await
 }
 
+/// Where `token`'s record lives in the store: `/tokens/<sha256 of the token>`.
+pub fn token_key(token: &str) -> String {
+    format!("{TOKENS}{}", hex(&digest(token)))
+}
+
 /// A new token's secret: `pvd_` and 64 hex digits.
 pub(crate) fn new_secret(ids: &Ids) -> String {
     format!("pvd_{}", ids.secret())

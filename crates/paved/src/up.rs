@@ -272,6 +272,11 @@ impl Platform {
         save_metrics(&self.telemetry, &self.data.join(METRICS_SNAPSHOT));
     }
 
+    /// The store, as this platform's control plane reads and writes it.
+    pub fn repo(&self) -> &Repo {
+        self.api.repo()
+    }
+
     /// The metrics registry and the store it is sampled into.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
