@@ -365,7 +365,88 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use paved_store::{KeyValue, RedbStore, Store};
+
     use super::*;
+
+    /// A store whose first watch breaks at once, as a watch does when its server goes away.
+    struct BrokenFirstWatch {
+        inner: RedbStore,
+        watches: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for BrokenFirstWatch {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64), StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+            self.inner.txn(ops).await
+        }
+        async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, StoreError> {
+            if self.watches.fetch_add(1, Ordering::SeqCst) == 0 {
+                let broken = StoreError::Backend("connection reset".into());
+                return Ok(Box::pin(futures::stream::once(async { Err(broken) })));
+            }
+            self.inner.watch(prefix, after).await
+        }
+        async fn revision(&self) -> Result<u64, StoreError> {
+            self.inner.revision().await
+        }
+        fn describe(&self) -> String {
+            "broken-first-watch".into()
+        }
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_store_and_lists_again_after_a_broken_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BrokenFirstWatch {
+            inner: RedbStore::open(&dir.path().join("store.redb")).unwrap(),
+            watches: AtomicUsize::new(0),
+        };
+        let repo = Repo::new(Arc::new(store));
+        let put = |token: &str, role: Role, tenant: Option<&str>| {
+            put_op(token_key(token), &record(role, tenant), Expect::Any).unwrap()
+        };
+        repo.commit(vec![put("pvd_first", Role::Admin, None)])
+            .await
+            .unwrap();
+        let tokens = Tokens::load(&repo).await.unwrap();
+        assert!(tokens.check("pvd_first").is_some());
+        // Written while the first watch is broken: only listing again finds it.
+        repo.commit(vec![put("pvd_second", Role::Tenant, Some("a"))])
+            .await
+            .unwrap();
+        let follow = tokio::spawn(tokens.clone().follow(repo.clone()));
+        eventually("the second token", || tokens.check("pvd_second").is_some()).await;
+        let delete = Op::Delete {
+            key: token_key("pvd_first"),
+            expect: Expect::Any,
+        };
+        repo.commit(vec![delete]).await.unwrap();
+        eventually("the first token's revocation", || {
+            tokens.check("pvd_first").is_none()
+        })
+        .await;
+        follow.abort();
+    }
 
     #[test]
     fn digests_round_trip_through_hex() {
