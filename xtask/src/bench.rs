@@ -369,7 +369,7 @@ impl Server {
         cmd.args(role)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(&data.0)
-        .stdout(Stdio::null());
+            .stdout(Stdio::null());
         if let Some(log) = log
             && std::env::var_os("RUST_LOG").is_none()
         {

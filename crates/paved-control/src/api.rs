@@ -14,11 +14,13 @@ use paved_api::v1::{
     self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
 };
 use paved_types::manifest::MAX_INSTANCES;
-use paved_types::{DEFAULT_TENANT, Driver, Job, JobKind, JobState, Task, TaskState, parse_manifest};
+use paved_types::{Driver, Job, JobKind, JobState, Task, TaskState, parse_manifest};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Tokens;
+use crate::caller::Caller;
 use crate::convert;
 use crate::env::{Clock, Ids};
 use crate::error::ApiError;
@@ -65,6 +67,8 @@ struct Inner {
     /// Pokes the reconciler after a write, so tasks follow a change at once.
     wake: Arc<Notify>,
     telemetry: Telemetry,
+    /// The token table `require_token` checks: created and revoked tokens change it at once.
+    tokens: Arc<Tokens>,
 }
 
 /// Largest manifest accepted, in bytes.
@@ -75,6 +79,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> +
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
 impl Api {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         repo: Repo,
         clock: Arc<dyn Clock>,
@@ -83,6 +88,7 @@ impl Api {
         info: ServerInfo,
         wake: Arc<Notify>,
         telemetry: Telemetry,
+        tokens: Arc<Tokens>,
     ) -> Self {
         Api {
             inner: Arc::new(Inner {
@@ -93,6 +99,7 @@ impl Api {
                 info,
                 wake,
                 telemetry,
+                tokens,
             }),
         }
     }
@@ -110,21 +117,33 @@ impl Api {
         &self.inner.repo
     }
 
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    pub(crate) fn ids(&self) -> &Ids {
+        &self.inner.ids
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.inner.clock.now_ms()
     }
 
-    /// Finds a job by id or by name.
-    pub async fn resolve_job(&self, job: &str) -> Result<Versioned<Job>, ApiError> {
+    /// Finds a job the caller may see by id, by name (in the caller's home tenant), or by
+    /// `tenant/name`. A job of another tenant is not found, exactly as one that does not exist.
+    pub async fn resolve_job(&self, caller: &Caller, job: &str) -> Result<Versioned<Job>, ApiError> {
         let repo = &self.inner.repo;
         if job.is_empty() {
             return Err(ApiError::invalid("job", "empty; give a job id or name"));
         }
-        if let Some(found) = repo.job_by_id(job).await? {
-            return Ok(found);
-        }
-        repo.job_by_name(DEFAULT_TENANT, job)
-            .await?
+        let (tenant, name) = job.split_once('/').unwrap_or((caller.home_tenant(), job));
+        let found = match repo.job_by_id(job).await? {
+            Some(found) => Some(found),
+            None if caller.sees(tenant) => repo.job_by_name(tenant, name).await?,
+            None => None,
+        };
+        found
+            .filter(|j| caller.sees(&j.value.tenant))
             .ok_or(ApiError::NotFound {
                 what: "job",
                 name: job.to_owned(),
@@ -132,22 +151,24 @@ impl Api {
             })
     }
 
-    /// Finds a task by id, by `job/index`, or by job name (its live task with the lowest
-    /// index, else its newest).
-    pub async fn resolve_task(&self, task: &str) -> Result<Task, ApiError> {
+    /// Finds a task the caller may see by id, by `job/index`, or by job name (its live task
+    /// with the lowest index, else its newest).
+    pub async fn resolve_task(&self, caller: &Caller, task: &str) -> Result<Task, ApiError> {
         let not_found = || ApiError::NotFound {
             what: "task",
             name: task.to_owned(),
             hint: "`paved tasks` lists tasks; name one by id, job name or job/index",
         };
         if let Some(found) = self.inner.repo.task(task).await? {
-            return Ok(found.value);
+            return Some(found.value)
+                .filter(|t| caller.sees(&t.tenant))
+                .ok_or_else(not_found);
         }
         let (job, index) = match task.rsplit_once('/') {
             Some((job, index)) => (job, Some(index.parse::<u32>().map_err(|_| not_found())?)),
             None => (task, None),
         };
-        let job = self.resolve_job(job).await.map_err(|_| not_found())?;
+        let job = self.resolve_job(caller, job).await.map_err(|_| not_found())?;
         let mut tasks: Vec<Task> = self
             .inner
             .repo
@@ -179,17 +200,29 @@ impl Api {
         Ok(convert::job(job, &tasks))
     }
 
-    async fn create(&self, req: pb::CreateJobRequest) -> Result<pb::Job, ApiError> {
+    async fn create(&self, caller: &Caller, req: pb::CreateJobRequest) -> Result<pb::Job, ApiError> {
         let spec = parse_request_manifest(&req.source, &req.manifest)?;
         let repo = &self.inner.repo;
-        if spec.driver == Driver::Process && !repo.tenant_trusted(DEFAULT_TENANT).await? {
+        let tenant = caller.home_tenant();
+        if spec.driver == Driver::Process && !repo.tenant_trusted(tenant).await? {
             return Err(ApiError::PermissionDenied(format!(
                 "driver = \"process\" runs tasks unsandboxed on the host and is allowed only for trusted \
-                 tenants; tenant {DEFAULT_TENANT:?} is not trusted. Remove `driver` to run sandboxed, or have \
-                 an admin run `paved tenants trust {DEFAULT_TENANT}`"
+                 tenants; tenant {tenant:?} is not trusted. Remove `driver` to run sandboxed, or have \
+                 an admin run `paved tenants trust {tenant}`"
             )));
         }
-        let existing = repo.job_by_name(DEFAULT_TENANT, &spec.name).await?;
+        if !spec.routes.is_empty() && !caller.is_admin() {
+            return Err(ApiError::PermissionDenied(format!(
+                "[[routes]] make routes, which the edge router shares between tenants, and only an admin \
+                 may make them; remove [[routes]] from {} and ask an admin to route to the job",
+                if req.source.is_empty() {
+                    "the manifest"
+                } else {
+                    req.source.as_str()
+                }
+            )));
+        }
+        let existing = repo.job_by_name(tenant, &spec.name).await?;
         if let Some(old) = existing.as_ref().filter(|old| !old.value.state.is_terminal()) {
             return Err(ApiError::AlreadyExists(format!(
                 "job {:?} already exists ({}); kill it first (`paved kill {}`) or choose another name",
@@ -201,7 +234,7 @@ impl Api {
         let now = self.now();
         let mut job = Job {
             id: self.inner.ids.job_id(),
-            tenant: DEFAULT_TENANT.to_owned(),
+            tenant: tenant.to_owned(),
             spec,
             state: JobState::Pending,
             reason: "waiting for tasks to be placed".to_owned(),
@@ -234,19 +267,19 @@ impl Api {
                 Err(other) => return Err(other.into()),
             }
         }
-        tracing::info!(job = %job.spec.name, id = %job.id, kind = job.spec.kind.as_str(), "job created");
+        tracing::info!(job = %job.spec.name, id = %job.id, tenant = %job.tenant, kind = job.spec.kind.as_str(), "job created");
         self.inner.wake.notify_one();
         Ok(convert::job(&job, &[]))
     }
 
-    async fn scale(&self, req: pb::ScaleJobRequest) -> Result<pb::Job, ApiError> {
+    async fn scale(&self, caller: &Caller, req: pb::ScaleJobRequest) -> Result<pb::Job, ApiError> {
         if req.instances > MAX_INSTANCES {
             return Err(ApiError::invalid(
                 "instances",
                 format!("{} is too many; at most {MAX_INSTANCES}", req.instances),
             ));
         }
-        let found = self.resolve_job(&req.job).await?;
+        let found = self.resolve_job(caller, &req.job).await?;
         let mut refused = None;
         let updated = self
             .inner
@@ -279,8 +312,8 @@ impl Api {
         self.job_message(&job).await
     }
 
-    async fn kill(&self, req: pb::KillJobRequest) -> Result<pb::Job, ApiError> {
-        let found = self.resolve_job(&req.job).await?;
+    async fn kill(&self, caller: &Caller, req: pb::KillJobRequest) -> Result<pb::Job, ApiError> {
+        let found = self.resolve_job(caller, &req.job).await?;
         let now = self.now();
         let job = self
             .inner
@@ -304,7 +337,11 @@ impl Api {
         self.job_message(&job).await
     }
 
-    async fn list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse, ApiError> {
+    async fn list_jobs(
+        &self,
+        caller: &Caller,
+        req: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse, ApiError> {
         for s in &req.states {
             if !["pending", "running", "complete", "failed", "killed"].contains(&s.as_str()) {
                 return Err(ApiError::invalid(
@@ -315,7 +352,9 @@ impl Api {
         }
         let mut by_job: HashMap<String, Vec<Task>> = HashMap::new();
         for t in self.inner.repo.tasks().await? {
-            by_job.entry(t.value.job_id.clone()).or_default().push(t.value);
+            if caller.sees(&t.value.tenant) {
+                by_job.entry(t.value.job_id.clone()).or_default().push(t.value);
+            }
         }
         let mut jobs: Vec<pb::Job> = self
             .inner
@@ -323,6 +362,7 @@ impl Api {
             .jobs()
             .await?
             .into_iter()
+            .filter(|j| caller.sees(&j.value.tenant))
             .filter(|j| req.states.is_empty() || req.states.iter().any(|s| s == j.value.state.as_str()))
             .map(|j| convert::job(&j.value, by_job.get(&j.value.id).map_or(&[], Vec::as_slice)))
             .collect();
@@ -330,7 +370,11 @@ impl Api {
         Ok(pb::ListJobsResponse { jobs })
     }
 
-    async fn list_tasks(&self, req: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, ApiError> {
+    async fn list_tasks(
+        &self,
+        caller: &Caller,
+        req: pb::ListTasksRequest,
+    ) -> Result<pb::ListTasksResponse, ApiError> {
         let states: Vec<TaskState> = req
             .states
             .iter()
@@ -339,12 +383,13 @@ impl Api {
         let tasks = if req.job.is_empty() {
             self.inner.repo.tasks().await?
         } else {
-            let job = self.resolve_job(&req.job).await?;
+            let job = self.resolve_job(caller, &req.job).await?;
             self.inner.repo.tasks_of(&job.value.id).await?
         };
         let mut tasks: Vec<Task> = tasks
             .into_iter()
             .map(|t| t.value)
+            .filter(|t| caller.sees(&t.tenant))
             .filter(|t| states.is_empty() || states.contains(&t.state))
             .collect();
         tasks.sort_by(|a, b| {
@@ -364,23 +409,34 @@ impl Api {
         shown
     }
 
-    async fn kill_task(&self, req: pb::KillTaskRequest) -> Result<pb::Task, ApiError> {
-        let task = self.resolve_task(&req.task).await?;
+    async fn kill_task(&self, caller: &Caller, req: pb::KillTaskRequest) -> Result<pb::Task, ApiError> {
+        let task = self.resolve_task(caller, &req.task).await?;
         let stopped = stop_task(&self.inner.repo, &task.id, "killed by a user", self.now()).await?;
         self.inner.wake.notify_one();
         Ok(convert::task(&stopped.unwrap_or(task)))
     }
 
-    async fn status(&self) -> Result<pb::Status, ApiError> {
+    /// The server's status; a tenant's counts cover its own jobs and tasks only.
+    async fn status(&self, caller: &Caller) -> Result<pb::Status, ApiError> {
         let repo = &self.inner.repo;
         let mut jobs_by_state: HashMap<String, u32> = HashMap::new();
-        for j in repo.jobs().await? {
+        for j in repo
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| caller.sees(&j.value.tenant))
+        {
             *jobs_by_state
                 .entry(j.value.state.as_str().to_owned())
                 .or_default() += 1;
         }
         let mut tasks_by_state: HashMap<String, u32> = HashMap::new();
-        for t in repo.tasks().await? {
+        for t in repo
+            .tasks()
+            .await?
+            .into_iter()
+            .filter(|t| caller.sees(&t.value.tenant))
+        {
             *tasks_by_state
                 .entry(t.value.state.as_str().to_owned())
                 .or_default() += 1;
@@ -404,12 +460,13 @@ impl Api {
     }
 
     /// A snapshot of the watched jobs, then an event after every change to them or their tasks.
-    async fn watch(&self, req: pb::WatchJobsRequest) -> Result<EventStream, ApiError> {
+    async fn watch(&self, caller: &Caller, req: pb::WatchJobsRequest) -> Result<EventStream, ApiError> {
         let only = if req.job.is_empty() {
             None
         } else {
-            Some(self.resolve_job(&req.job).await?.value.id)
+            Some(self.resolve_job(caller, &req.job).await?.value.id)
         };
+        let caller = caller.clone();
         let store = self.inner.repo.store().clone();
         let from = store
             .revision()
@@ -425,7 +482,8 @@ impl Api {
             let mut kind = "snapshot";
             loop {
                 for job in api.inner.repo.jobs().await.unwrap_or_default() {
-                    if only.as_ref().is_some_and(|id| *id != job.value.id) {
+                    if only.as_ref().is_some_and(|id| *id != job.value.id) || !caller.sees(&job.value.tenant)
+                    {
                         continue;
                     }
                     let tasks: Vec<Task> = api
@@ -458,7 +516,7 @@ impl Api {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn logs(&self, req: pb::StreamLogsRequest) -> Result<LogStream, ApiError> {
+    async fn logs(&self, caller: &Caller, req: pb::StreamLogsRequest) -> Result<LogStream, ApiError> {
         let stderr = match req.stream.as_str() {
             "" | "stdout" => false,
             "stderr" => true,
@@ -469,7 +527,7 @@ impl Api {
                 ));
             }
         };
-        let task = self.resolve_task(&req.task).await?;
+        let task = self.resolve_task(caller, &req.task).await?;
         let source = self.inner.logs.as_ref().ok_or_else(|| {
             ApiError::FailedPrecondition("this server runs no agent and cannot read task logs".into())
         })?;
@@ -531,36 +589,45 @@ async fn next_relevant(changes: &mut paved_store::WatchStream, only: Option<&str
 #[async_trait]
 impl Jobs for Api {
     async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> ApiResult<pb::Job> {
-        Ok(Response::new(self.create(req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.create(&caller, req.into_inner()).await?))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> ApiResult<pb::Job> {
-        let job = self.resolve_job(&req.into_inner().job).await?;
+        let caller = Caller::user(&req)?;
+        let job = self.resolve_job(&caller, &req.into_inner().job).await?;
         Ok(Response::new(self.job_message(&job.value).await?))
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> ApiResult<pb::ListJobsResponse> {
-        Ok(Response::new(Api::list_jobs(self, req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(
+            Api::list_jobs(self, &caller, req.into_inner()).await?,
+        ))
     }
 
     async fn scale_job(&self, req: Request<pb::ScaleJobRequest>) -> ApiResult<pb::Job> {
-        Ok(Response::new(self.scale(req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.scale(&caller, req.into_inner()).await?))
     }
 
     async fn kill_job(&self, req: Request<pb::KillJobRequest>) -> ApiResult<pb::Job> {
-        Ok(Response::new(self.kill(req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.kill(&caller, req.into_inner()).await?))
     }
 
     type WatchJobsStream = EventStream;
 
     async fn watch_jobs(&self, req: Request<pb::WatchJobsRequest>) -> ApiResult<EventStream> {
-        Ok(Response::new(self.watch(req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.watch(&caller, req.into_inner()).await?))
     }
 
     async fn validate_manifest(
         &self,
         req: Request<pb::ValidateManifestRequest>,
     ) -> ApiResult<pb::ValidateManifestResponse> {
+        Caller::user(&req)?;
         let req = req.into_inner();
         let response = match parse_request_manifest(&req.source, &req.manifest) {
             Ok(spec) => pb::ValidateManifestResponse {
@@ -582,28 +649,38 @@ impl Jobs for Api {
 #[async_trait]
 impl Tasks for Api {
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> ApiResult<pb::ListTasksResponse> {
-        Ok(Response::new(Api::list_tasks(self, req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(
+            Api::list_tasks(self, &caller, req.into_inner()).await?,
+        ))
     }
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> ApiResult<pb::Task> {
-        let task = self.resolve_task(&req.into_inner().task).await?;
+        let caller = Caller::user(&req)?;
+        let task = self.resolve_task(&caller, &req.into_inner().task).await?;
         Ok(Response::new(self.task_with_stats(&task)))
     }
 
     async fn kill_task(&self, req: Request<pb::KillTaskRequest>) -> ApiResult<pb::Task> {
-        Ok(Response::new(Api::kill_task(self, req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(
+            Api::kill_task(self, &caller, req.into_inner()).await?,
+        ))
     }
 
     type StreamLogsStream = LogStream;
 
     async fn stream_logs(&self, req: Request<pb::StreamLogsRequest>) -> ApiResult<LogStream> {
-        Ok(Response::new(self.logs(req.into_inner()).await?))
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.logs(&caller, req.into_inner()).await?))
     }
 }
 
 #[async_trait]
 impl Nodes for Api {
-    async fn list_nodes(&self, _req: Request<pb::ListNodesRequest>) -> ApiResult<pb::ListNodesResponse> {
+    /// Nodes are shared: every tenant may see them (their task counts include every tenant's).
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> ApiResult<pb::ListNodesResponse> {
+        Caller::user(&req)?;
         let repo = &self.inner.repo;
         let tasks = repo.tasks().await.map_err(ApiError::from)?;
         let nodes = repo.nodes().await.map_err(ApiError::from)?;
@@ -623,23 +700,28 @@ impl Nodes for Api {
 
 #[async_trait]
 impl System for Api {
-    async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> ApiResult<pb::Status> {
-        Ok(Response::new(self.status().await?))
+    async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> ApiResult<pb::Status> {
+        let caller = Caller::user(&req)?;
+        Ok(Response::new(self.status(&caller).await?))
     }
 
-    async fn list_tenants(
-        &self,
-        _req: Request<pb::ListTenantsRequest>,
-    ) -> ApiResult<pb::ListTenantsResponse> {
+    /// An admin sees every tenant's record; a tenant only its own.
+    async fn list_tenants(&self, req: Request<pb::ListTenantsRequest>) -> ApiResult<pb::ListTenantsResponse> {
+        let caller = Caller::user(&req)?;
         let tenants = self.inner.repo.tenants().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListTenantsResponse {
-            tenants: tenants.iter().map(convert::tenant).collect(),
+            tenants: tenants
+                .iter()
+                .filter(|t| caller.sees(&t.name))
+                .map(convert::tenant)
+                .collect(),
         }))
     }
 
     async fn set_tenant(&self, req: Request<pb::SetTenantRequest>) -> ApiResult<pb::Tenant> {
+        Caller::admin_only(&req)?;
         let req = req.into_inner();
-        tenant_name(&req.name)?;
+        check_name("name", "tenant name", &req.name)?;
         let record = TenantRecord {
             name: req.name,
             trusted: req.trusted,
@@ -654,8 +736,8 @@ impl System for Api {
     }
 }
 
-/// Tenant names follow job names: 1-63 of [a-z0-9-], starting with a letter.
-fn tenant_name(name: &str) -> Result<(), ApiError> {
+/// Tenant and token names follow job names: 1-63 of [a-z0-9-], starting with a letter.
+pub(crate) fn check_name(field: &'static str, what: &str, name: &str) -> Result<(), ApiError> {
     let valid = (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -665,8 +747,8 @@ fn tenant_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "name",
-            format!("{name:?} is not a tenant name; use 1-63 of a-z, 0-9 and '-', starting with a letter"),
+            field,
+            format!("{name:?} is not a {what}; use 1-63 of a-z, 0-9 and '-', starting with a letter"),
         ))
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use paved_api::v1 as pb;
 use paved_types::edge::{Endpoint, Snapshot};
-use paved_types::{Desired, Health, Job, Route, Task, TaskState};
+use paved_types::{DEFAULT_TENANT, Desired, Health, Job, Route, Task, TaskState};
 
 use crate::error::ApiError;
 use crate::mirror::{Changes, Mirror};
@@ -34,8 +34,10 @@ pub fn snapshot(mirror: &Mirror) -> Snapshot {
         .filter_map(|n| Some((n.value.name.as_str(), n.value.address.parse().ok()?)))
         .collect();
     let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
+    // Backends name jobs without a tenant, and only admins make routes: they reach the jobs of
+    // the default tenant, never a tenant's job that happens to share a name.
     for job in mirror.jobs().map(|j| &j.value) {
-        if !routed.contains(job.spec.name.as_str()) {
+        if job.tenant != DEFAULT_TENANT || !routed.contains(job.spec.name.as_str()) {
             continue;
         }
         let serving = mirror

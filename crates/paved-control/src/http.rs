@@ -2,19 +2,20 @@
 //! request message and calls the same handler the gRPC service runs.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use paved_api::v1::{
     self as pb, jobs_server::Jobs, metrics_server::Metrics, nodes_server::Nodes, routing_server::Routing,
-    system_server::System, tasks_server::Tasks,
+    system_server::System, tasks_server::Tasks, tokens_server::Tokens,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tonic::{Request, Status};
+use tonic::Status;
 
 use crate::api::Api;
+use crate::caller::Caller;
 use crate::error::{ApiError, http_status, status_code_name};
 
 pub fn routes(api: Api) -> Router {
@@ -34,6 +35,8 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/tenants", get(list_tenants))
         .route("/v1/tenants/{tenant}", axum::routing::put(set_tenant))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
         .route("/v1/routes", get(list_routes).post(create_route))
         .route(
             "/v1/routes/{route}",
@@ -86,54 +89,75 @@ struct ErrorDetail {
     retryable: bool,
 }
 
-async fn create_job(State(api): State<Api>, body: Bytes) -> Response {
+async fn create_job(State(api): State<Api>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
     let req: pb::CreateJobRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    reply(api.create_job(Request::new(req)).await)
+    reply(api.create_job(caller.request(req)).await)
 }
 
-async fn list_jobs(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+async fn list_jobs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     reply(
-        api.list_jobs(Request::new(pb::ListJobsRequest {
+        api.list_jobs(caller.request(pb::ListJobsRequest {
             states: split(&q.states),
         }))
         .await,
     )
 }
 
-async fn get_job(State(api): State<Api>, Path(job): Path<String>) -> Response {
-    reply(api.get_job(Request::new(pb::GetJobRequest { job })).await)
+async fn get_job(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+) -> Response {
+    reply(api.get_job(caller.request(pb::GetJobRequest { job })).await)
 }
 
-async fn scale_job(State(api): State<Api>, Path(job): Path<String>, body: Bytes) -> Response {
+async fn scale_job(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+    body: Bytes,
+) -> Response {
     let req: pb::ScaleJobRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e,
     };
     reply(
-        api.scale_job(Request::new(pb::ScaleJobRequest { job, ..req }))
+        api.scale_job(caller.request(pb::ScaleJobRequest { job, ..req }))
             .await,
     )
 }
 
-async fn kill_job(State(api): State<Api>, Path(job): Path<String>) -> Response {
-    reply(api.kill_job(Request::new(pb::KillJobRequest { job })).await)
+async fn kill_job(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(job): Path<String>,
+) -> Response {
+    reply(api.kill_job(caller.request(pb::KillJobRequest { job })).await)
 }
 
-async fn validate(State(api): State<Api>, body: Bytes) -> Response {
+async fn validate(State(api): State<Api>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
     let req: pb::ValidateManifestRequest = match decode(&body) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    reply(api.validate_manifest(Request::new(req)).await)
+    reply(api.validate_manifest(caller.request(req)).await)
 }
 
 /// Newline-delimited JSON: one `JobEvent` per line.
-async fn watch_jobs(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+async fn watch_jobs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     match api
-        .watch_jobs(Request::new(pb::WatchJobsRequest { job: q.job }))
+        .watch_jobs(caller.request(pb::WatchJobsRequest { job: q.job }))
         .await
     {
         Ok(stream) => {
@@ -156,31 +180,48 @@ async fn watch_jobs(State(api): State<Api>, Query(q): Query<ListQuery>) -> Respo
     }
 }
 
-async fn list_tasks(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+async fn list_tasks(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let req = pb::ListTasksRequest {
         job: q.job,
         states: split(&q.states),
     };
-    reply(api.list_tasks(Request::new(req)).await)
+    reply(api.list_tasks(caller.request(req)).await)
 }
 
-async fn get_task(State(api): State<Api>, Path(task): Path<String>) -> Response {
-    reply(api.get_task(Request::new(pb::GetTaskRequest { task })).await)
+async fn get_task(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+) -> Response {
+    reply(api.get_task(caller.request(pb::GetTaskRequest { task })).await)
 }
 
-async fn kill_task(State(api): State<Api>, Path(task): Path<String>) -> Response {
-    reply(api.kill_task(Request::new(pb::KillTaskRequest { task })).await)
+async fn kill_task(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+) -> Response {
+    reply(api.kill_task(caller.request(pb::KillTaskRequest { task })).await)
 }
 
 /// The raw log bytes, streamed as the task writes them with `?follow=true`.
-async fn logs(State(api): State<Api>, Path(task): Path<String>, Query(q): Query<LogsQuery>) -> Response {
+async fn logs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
     let req = pb::StreamLogsRequest {
         task,
         stream: q.stream,
         follow: q.follow,
         tail_bytes: q.tail,
     };
-    match api.stream_logs(Request::new(req)).await {
+    match api.stream_logs(caller.request(req)).await {
         Ok(stream) => {
             let bytes = stream.into_inner().map(|c| match c {
                 Ok(chunk) => Ok(Bytes::from(chunk.data)),
@@ -196,81 +237,122 @@ async fn logs(State(api): State<Api>, Path(task): Path<String>, Query(q): Query<
     }
 }
 
-async fn list_nodes(State(api): State<Api>) -> Response {
-    reply(api.list_nodes(Request::new(pb::ListNodesRequest {})).await)
+async fn list_nodes(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_nodes(caller.request(pb::ListNodesRequest {})).await)
 }
 
-async fn status(State(api): State<Api>) -> Response {
-    reply(api.get_status(Request::new(pb::GetStatusRequest {})).await)
+async fn status(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.get_status(caller.request(pb::GetStatusRequest {})).await)
 }
 
-async fn list_tenants(State(api): State<Api>) -> Response {
-    reply(api.list_tenants(Request::new(pb::ListTenantsRequest {})).await)
+async fn list_tenants(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_tenants(caller.request(pb::ListTenantsRequest {})).await)
 }
 
-async fn set_tenant(State(api): State<Api>, Path(tenant): Path<String>, body: Bytes) -> Response {
+async fn set_tenant(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     let req = match decode::<pb::SetTenantRequest>(&body) {
         Ok(req) => pb::SetTenantRequest { name: tenant, ..req },
         Err(response) => return response,
     };
-    reply(api.set_tenant(Request::new(req)).await)
+    reply(api.set_tenant(caller.request(req)).await)
 }
 
-async fn list_routes(State(api): State<Api>) -> Response {
-    reply(api.list_routes(Request::new(pb::ListRoutesRequest {})).await)
+async fn list_tokens(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_tokens(caller.request(pb::ListTokensRequest {})).await)
+}
+
+/// `POST /v1/tokens` with `{"role": …, "tenant": …, "name": …}`: the answer holds the secret.
+async fn create_token(State(api): State<Api>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
+    match decode::<pb::CreateTokenRequest>(&body) {
+        Ok(req) => reply(api.create_token(caller.request(req)).await),
+        Err(response) => response,
+    }
+}
+
+async fn revoke_token(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
+    reply(
+        api.revoke_token(caller.request(pb::RevokeTokenRequest { name }))
+            .await,
+    )
+}
+
+async fn list_routes(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_routes(caller.request(pb::ListRoutesRequest {})).await)
 }
 
 /// `POST /v1/routes` with a `Route`: creates it, 409 if it exists.
-async fn create_route(State(api): State<Api>, body: Bytes) -> Response {
+async fn create_route(State(api): State<Api>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
     match decode::<pb::Route>(&body) {
-        Ok(route) => put_route(api, route, false).await,
+        Ok(route) => put_route(api, caller, route, false).await,
         Err(response) => response,
     }
 }
 
 /// `PUT /v1/routes/{name}` with a `Route`: creates or replaces it.
-async fn set_route(State(api): State<Api>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn set_route(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     match decode::<pb::Route>(&body) {
-        Ok(route) => put_route(api, pb::Route { name, ..route }, true).await,
+        Ok(route) => put_route(api, caller, pb::Route { name, ..route }, true).await,
         Err(response) => response,
     }
 }
 
-async fn put_route(api: Api, route: pb::Route, replace: bool) -> Response {
+async fn put_route(api: Api, caller: Caller, route: pb::Route, replace: bool) -> Response {
     let req = pb::PutRouteRequest {
         route: Some(route),
         replace,
     };
-    reply(api.put_route(Request::new(req)).await)
+    reply(api.put_route(caller.request(req)).await)
 }
 
-async fn delete_route(State(api): State<Api>, Path(name): Path<String>) -> Response {
+async fn delete_route(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
     reply(
-        api.delete_route(Request::new(pb::DeleteRouteRequest { name }))
+        api.delete_route(caller.request(pb::DeleteRouteRequest { name }))
             .await,
     )
 }
 
-async fn list_faults(State(api): State<Api>) -> Response {
-    reply(api.list_faults(Request::new(pb::ListFaultsRequest {})).await)
+async fn list_faults(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_faults(caller.request(pb::ListFaultsRequest {})).await)
 }
 
-async fn add_fault(State(api): State<Api>, body: Bytes) -> Response {
+async fn add_fault(State(api): State<Api>, Extension(caller): Extension<Caller>, body: Bytes) -> Response {
     match decode::<pb::AddFaultRequest>(&body) {
-        Ok(req) => reply(api.add_fault(Request::new(req)).await),
+        Ok(req) => reply(api.add_fault(caller.request(req)).await),
         Err(response) => response,
     }
 }
 
-async fn halt_faults(State(api): State<Api>) -> Response {
-    reply(api.halt_faults(Request::new(pb::HaltFaultsRequest {})).await)
+async fn halt_faults(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.halt_faults(caller.request(pb::HaltFaultsRequest {})).await)
 }
 
-async fn list_metrics(State(api): State<Api>) -> Response {
-    reply(api.list_metrics(Request::new(pb::ListMetricsRequest {})).await)
+async fn list_metrics(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    reply(api.list_metrics(caller.request(pb::ListMetricsRequest {})).await)
 }
 
-async fn query_metrics(State(api): State<Api>, Query(q): Query<MetricsQuery>) -> Response {
+async fn query_metrics(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<MetricsQuery>,
+) -> Response {
     let (since_ms, step_ms) = match (millis("since", &q.since), millis("step", &q.step)) {
         (Ok(since), Ok(step)) => (since, step),
         (Err(e), _) | (_, Err(e)) => return error_response(&e.into()),
@@ -282,7 +364,7 @@ async fn query_metrics(State(api): State<Api>, Query(q): Query<MetricsQuery>) ->
         since_ms,
         step_ms,
     };
-    reply(api.query(Request::new(req)).await)
+    reply(api.query(caller.request(req)).await)
 }
 
 /// A duration parameter (`10m`, `30s`) in milliseconds; absent: 0, the default.
@@ -297,7 +379,11 @@ fn millis(field: &'static str, text: &str) -> Result<u64, ApiError> {
 
 /// Every metric's current value in the Prometheus text format, for scrapers (which send the
 /// token as `authorization: Bearer`, e.g. Prometheus's `authorization.credentials_file`).
-async fn prometheus(State(api): State<Api>) -> Response {
+/// Admin only: it holds every tenant's series.
+async fn prometheus(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = caller.require_role(crate::caller::Role::Admin) {
+        return error_response(&e.into());
+    }
     let text = paved_telemetry::prometheus::render(&api.telemetry().registry);
     (
         [(

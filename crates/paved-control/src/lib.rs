@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod caller;
 pub mod convert;
 pub mod edge;
 pub mod env;
@@ -16,8 +17,10 @@ pub mod reconcile;
 pub mod repo;
 pub mod routing;
 pub mod server;
+pub mod tokens;
 
 pub use api::{Api, ServerInfo, TaskSource};
+pub use caller::{Caller, Role, Roles};
 pub use env::{Clock, Ids, SystemClock};
 pub use error::ApiError;
 pub use metrics::Telemetry;

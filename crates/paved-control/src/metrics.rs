@@ -9,12 +9,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use paved_api::v1::{self as pb, metrics_server::Metrics};
 use paved_telemetry::catalog::{self, API_REQUEST_DURATION, API_REQUESTS};
-use paved_telemetry::query::{Query, QueryError};
+use paved_telemetry::query::{Expr, MatchOp, Matcher, Query, QueryError, Selector};
 use paved_telemetry::tsdb::Store;
 use paved_telemetry::{Kind, Registry, Timestamp};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use crate::api::Api;
+use crate::caller::Caller;
 use crate::error::ApiError;
 
 /// The registry every component records into and the store it is sampled into; cheap to clone.
@@ -33,10 +34,18 @@ impl Metrics for Api {
         &self,
         req: GrpcRequest<pb::MetricsQueryRequest>,
     ) -> Result<GrpcResponse<pb::MetricsQueryResponse>, Status> {
+        let caller = Caller::user(&req)?;
         let req = req.into_inner();
         let telemetry = self.telemetry();
         let query = range(&req, self.now(), telemetry.store.config().step)?;
-        let series = telemetry.store.query(&query).map_err(query_error)?;
+        let mut expr = paved_telemetry::query::parse(&query.expr).map_err(|e| query_error(e.into()))?;
+        if let Some(tenant) = &caller.tenant {
+            confine(&mut expr, tenant);
+        }
+        let series = telemetry
+            .store
+            .query_expr(&expr, query.start, query.end, query.step)
+            .map_err(query_error)?;
         let series = series
             .into_iter()
             .map(|s| {
@@ -69,8 +78,9 @@ impl Metrics for Api {
 
     async fn list_metrics(
         &self,
-        _req: GrpcRequest<pb::ListMetricsRequest>,
+        req: GrpcRequest<pb::ListMetricsRequest>,
     ) -> Result<GrpcResponse<pb::ListMetricsResponse>, Status> {
+        Caller::user(&req)?;
         let metrics = catalog::ALL
             .iter()
             .map(|m| pb::MetricInfo {
@@ -127,6 +137,24 @@ fn range(req: &pb::MetricsQueryRequest, now_ms: u64, store_step: Duration) -> Re
         Timestamp::from_millis(end),
         step,
     ))
+}
+
+/// Adds `tenant="<tenant>"` to every selector of `expr`, so a tenant's query sees only its
+/// own tasks' series: the platform's own metrics have no `tenant` tag and drop out too.
+fn confine(expr: &mut Expr, tenant: &str) {
+    let add = |selector: &mut Selector| {
+        selector.matchers.push(Matcher {
+            label: "tenant".to_owned(),
+            op: MatchOp::Equal,
+            value: tenant.to_owned(),
+        })
+    };
+    match expr {
+        Expr::Select(selector) | Expr::Rate { selector, .. } | Expr::HistogramQuantile { selector, .. } => {
+            add(selector)
+        }
+        Expr::Aggregate { expr, .. } => confine(expr, tenant),
+    }
 }
 
 fn query_error(e: QueryError) -> Status {
@@ -247,6 +275,27 @@ mod tests {
         check(req(0, 5_000_000, 600_000, 1000), (4_400_000, 5_000_000, 1000));
         check(req(1000, 2000, 0, 0), (1000, 2000, 10_000));
         check(req(0, 1000, 0, 0), (0, 1000, 10_000));
+    }
+
+    #[test]
+    fn tenant_queries_are_confined_to_the_tenant() {
+        let check = |query: &str, expected: &str| {
+            let mut expr = paved_telemetry::query::parse(query).unwrap();
+            confine(&mut expr, "a");
+            assert_eq!(expr.to_string(), expected, "{query}");
+        };
+        check("up", r#"up{tenant="a"}"#);
+        check(r#"up{tenant="b"}"#, r#"up{tenant="b", tenant="a"}"#);
+        check(r#"up{tenant=~".*"}"#, r#"up{tenant=~".*", tenant="a"}"#);
+        check(
+            "sum by (job) (rate(paved_task_cpu_seconds_total[1m]))",
+            r#"sum by (job) (rate(paved_task_cpu_seconds_total{tenant="a"}[1m]))"#,
+        );
+        check("max(avg by (job) (m))", r#"max(avg by (job) (m{tenant="a"}))"#);
+        check(
+            "histogram_quantile(0.5, h)",
+            r#"histogram_quantile(0.5, h{tenant="a"})"#,
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use paved_types::{Job, Node, Task};
 use tonic::{Request, Response, Status};
 
 use crate::api::Api;
+use crate::caller::{Caller, Role};
 use crate::error::ApiError;
 use crate::repo::{JOBS, NODES, Repo, RepoError, TASKS};
 
@@ -26,8 +27,10 @@ pub const NODE_HEADER: &str = "x-paved-node";
 type ApiResult<T> = Result<Response<T>, Status>;
 pub type NodeEventStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStoreEvent, Status>> + Send>>;
 
-/// The node a request speaks for, from its metadata.
+/// The node a request speaks for, from its metadata; only agent and admin tokens speak for
+/// nodes.
 fn node_of<T>(req: &Request<T>) -> Result<String, ApiError> {
+    Caller::of(req)?.require_role(Role::Agent | Role::Admin)?;
     let name = req
         .metadata()
         .get(NODE_HEADER)
@@ -246,8 +249,9 @@ impl NodeStore for Api {
 
     async fn revision(
         &self,
-        _req: Request<pb::NodeStoreRevisionRequest>,
+        req: Request<pb::NodeStoreRevisionRequest>,
     ) -> ApiResult<pb::NodeStoreRevisionResponse> {
+        node_of(&req)?;
         let revision = self
             .repo()
             .store()

@@ -7,6 +7,7 @@
 //! /tasks/<job-id>/<task-id>    Task (JSON); task ids start with their job's id
 //! /nodes/<name>                Node (JSON)
 //! /tokens/<sha256 of token>    TokenRecord (JSON)
+//! /token-names/<name>          hex sha256 of the token of that name: revoke by name
 //! /tenants/<name>              TenantRecord (JSON): what an admin set for a tenant
 //! ```
 
@@ -20,6 +21,7 @@ pub const JOBS: &str = "/jobs/";
 pub const TASKS: &str = "/tasks/";
 pub const NODES: &str = "/nodes/";
 pub const TOKENS: &str = "/tokens/";
+pub const TOKEN_NAMES: &str = "/token-names/";
 pub const TENANTS: &str = "/tenants/";
 
 /// What an admin has set for a tenant. A tenant without a record has the defaults: untrusted.

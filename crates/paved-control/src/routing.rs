@@ -18,6 +18,7 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::Api;
+use crate::caller::Caller;
 use crate::edge::snapshot_message;
 use crate::error::ApiError;
 use crate::mirror::Mirror;
@@ -53,7 +54,9 @@ pub type EdgeStream = Pin<Box<dyn Stream<Item = Result<pb::EdgeSnapshot, Status>
 impl Routing for Api {
     type WatchEdgeStream = EdgeStream;
 
-    async fn watch_edge(&self, _req: Request<pb::WatchEdgeRequest>) -> ApiResult<EdgeStream> {
+    /// Admin only: the snapshot holds the endpoints of every routed job.
+    async fn watch_edge(&self, req: Request<pb::WatchEdgeRequest>) -> ApiResult<EdgeStream> {
+        Caller::admin_only(&req)?;
         let mirror = Mirror::start(self.repo()).await.map_err(ApiError::from)?;
         // The newest snapshot wins: a slow proxy skips the ones it had no time for.
         let (tx, rx) = tokio::sync::watch::channel(None);
@@ -73,7 +76,9 @@ impl Routing for Api {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_routes(&self, _req: Request<pb::ListRoutesRequest>) -> ApiResult<pb::ListRoutesResponse> {
+    /// Routes are shared by every tenant: tenants may read them, only admins change them.
+    async fn list_routes(&self, req: Request<pb::ListRoutesRequest>) -> ApiResult<pb::ListRoutesResponse> {
+        Caller::user(&req)?;
         let routes = routes(self.repo()).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListRoutesResponse {
             routes: routes.iter().map(route_message).collect(),
@@ -81,6 +86,7 @@ impl Routing for Api {
     }
 
     async fn put_route(&self, req: Request<pb::PutRouteRequest>) -> ApiResult<pb::Route> {
+        Caller::admin_only(&req)?;
         let req = req.into_inner();
         let message = req
             .route
@@ -112,6 +118,7 @@ impl Routing for Api {
     }
 
     async fn delete_route(&self, req: Request<pb::DeleteRouteRequest>) -> ApiResult<pb::Route> {
+        Caller::admin_only(&req)?;
         let name = req.into_inner().name;
         let key = format!("{ROUTES}{name}");
         let Some(found) = self
@@ -126,7 +133,8 @@ impl Routing for Api {
         Ok(Response::new(route_message(&found.value)))
     }
 
-    async fn list_faults(&self, _req: Request<pb::ListFaultsRequest>) -> ApiResult<pb::ListFaultsResponse> {
+    async fn list_faults(&self, req: Request<pb::ListFaultsRequest>) -> ApiResult<pb::ListFaultsResponse> {
+        Caller::user(&req)?;
         let now = self.now();
         let faults = faults(self.repo()).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListFaultsResponse {
@@ -139,6 +147,7 @@ impl Routing for Api {
     }
 
     async fn add_fault(&self, req: Request<pb::AddFaultRequest>) -> ApiResult<pb::Fault> {
+        Caller::admin_only(&req)?;
         let req = req.into_inner();
         let route_key = format!("{ROUTES}{}", req.route);
         let route = self
@@ -163,7 +172,8 @@ impl Routing for Api {
         Ok(Response::new(fault_message(&record)))
     }
 
-    async fn halt_faults(&self, _req: Request<pb::HaltFaultsRequest>) -> ApiResult<pb::HaltFaultsResponse> {
+    async fn halt_faults(&self, req: Request<pb::HaltFaultsRequest>) -> ApiResult<pb::HaltFaultsResponse> {
+        Caller::admin_only(&req)?;
         let (kvs, _) = self
             .repo()
             .store()

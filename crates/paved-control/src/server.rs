@@ -9,7 +9,7 @@ use axum::serve::ListenerExt;
 use paved_api::v1::{
     jobs_server::JobsServer, metrics_server::MetricsServer, node_store_server::NodeStoreServer,
     nodes_server::NodesServer, routing_server::RoutingServer, system_server::SystemServer,
-    tasks_server::TasksServer,
+    tasks_server::TasksServer, tokens_server::TokensServer,
 };
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -37,6 +37,7 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
     health_reporter.set_serving::<MetricsServer<Api>>().await;
     health_reporter.set_serving::<RoutingServer<Api>>().await;
     health_reporter.set_serving::<NodeStoreServer<Api>>().await;
+    health_reporter.set_serving::<TokensServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(paved_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -54,6 +55,7 @@ pub async fn router(api: Api, tokens: Arc<Tokens>) -> Result<Router, ServeError>
         .add_service(MetricsServer::new(api.clone()))
         .add_service(RoutingServer::new(api.clone()))
         .add_service(NodeStoreServer::new(api.clone()))
+        .add_service(TokensServer::new(api.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -243,6 +243,30 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Agent(AgentArgs),
 
+    /// Create or revoke an API token (admin).
+    ///
+    /// A token's role says what it may do: admin (everything), tenant (the jobs, tasks, logs
+    /// and metrics of its --tenant; it reads routes and nodes) or agent (the agent protocol
+    /// only). `create` prints the secret once, on stdout; the server keeps only its digest.
+    /// A revoked token is refused by every server sharing the store within about a second.
+    ///
+    /// Examples:
+    ///   paved token create --role tenant --tenant shop --name shop-ci > shop.token
+    ///   paved token create --role agent -o json
+    ///   paved token revoke shop-ci
+    #[command(verbatim_doc_comment)]
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+
+    /// List API tokens (admin): name, role, tenant and age, never a secret.
+    ///
+    /// Example:
+    ///   paved tokens -o json
+    #[command(verbatim_doc_comment)]
+    Tokens,
+
     /// Run an edge router of its own, following a server's routes (`--server`).
     ///
     /// It gets routes, faults and the serving tasks of every routed job from the server as
@@ -601,4 +625,42 @@ pub enum TenantAction {
     Trust { name: String },
     /// Take that back; running tasks keep running until they are replaced.
     Untrust { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print its secret, the only time it is shown.
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The tenant a tenant token belongs to (required with --role tenant).
+        #[arg(long, required_if_eq("role", "tenant"))]
+        tenant: Option<String>,
+        /// A unique name to list and revoke it by (1-63 of a-z, 0-9, '-') [default: made up].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Everything.
+    Admin,
+    /// The agent protocol only.
+    Agent,
+    /// One tenant's jobs, tasks, logs and metrics.
+    Tenant,
+}
+
+impl RoleArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Admin => "admin",
+            RoleArg::Agent => "agent",
+            RoleArg::Tenant => "tenant",
+        }
+    }
 }

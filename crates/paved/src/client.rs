@@ -9,6 +9,7 @@ use anyhow::{Context as _, anyhow};
 use paved_api::v1::{
     jobs_client::JobsClient, metrics_client::MetricsClient, nodes_client::NodesClient,
     routing_client::RoutingClient, system_client::SystemClient, tasks_client::TasksClient,
+    tokens_client::TokensClient,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -83,6 +84,10 @@ impl Client {
 
     pub fn routing(&self) -> RoutingClient<Svc> {
         RoutingClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn tokens(&self) -> TokensClient<Svc> {
+        TokensClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn metrics(&self) -> MetricsClient<Svc> {

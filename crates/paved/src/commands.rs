@@ -8,6 +8,7 @@ mod run;
 mod status;
 mod tasks;
 mod tenants;
+mod tokens;
 mod top;
 
 use clap::CommandFactory as _;
@@ -64,6 +65,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Kill { target } => jobs::kill(&ctx, &target).await,
         Command::Tasks { job } => tasks::list(&ctx, job.as_deref()).await,
         Command::Tenants { action } => tenants::run(&ctx, action).await,
+        Command::Token { action } => tokens::token(&ctx, action).await,
+        Command::Tokens => tokens::tokens(&ctx).await,
         Command::Metrics { action } => metrics::run(&ctx, action).await,
         Command::Route { action } => routes::route(&ctx, action).await,
         Command::Routes => routes::routes(&ctx).await,

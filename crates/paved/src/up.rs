@@ -13,8 +13,8 @@ use paved_agent::{Agent, AgentConfig};
 use paved_api::v1::{CreateJobRequest, jobs_server::Jobs};
 use paved_control::auth::{ADMIN_TOKEN_FILE, Tokens, ensure_admin_token};
 use paved_control::{
-    Api, ApiError, Clock, Ids, Repo, ServerInfo, SystemClock, TaskSource, Telemetry, reconcile::Reconciler,
-    server,
+    Api, ApiError, Caller, Clock, Ids, Repo, ServerInfo, SystemClock, TaskSource, Telemetry,
+    reconcile::Reconciler, server,
 };
 use paved_runtime::Drivers;
 use paved_store::{EtcdOptions, EtcdStore, Expect, RedbStore};
@@ -161,6 +161,8 @@ impl Platform {
         adopt_cluster_admin_token(&repo, &data).await?;
         let token = ensure_admin_token(&repo, &tokens, &data, &ids, clock.now_ms()).await?;
         share_admin_token(&repo, &token).await?;
+        // Tokens created or revoked through another server sharing the store reach this one.
+        let follow_tokens = tokio::spawn(tokens.clone().follow(repo.clone()));
 
         let telemetry = open_telemetry(&data, opts.metrics)?;
         let agent = if opts.local_agent {
@@ -195,6 +197,7 @@ impl Platform {
             info,
             wake.clone(),
             telemetry.clone(),
+            tokens.clone(),
         );
         let router = server::router(api.clone(), tokens).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -209,7 +212,7 @@ impl Platform {
         let reconciler = Reconciler::new(repo.clone(), clock, ids, wake).record_into(&telemetry.registry);
         let reconciler = tokio::spawn(crate::server::control_loops(reconciler, etcd, listen));
         let sampler = tokio::spawn(sample_metrics(telemetry.clone(), data.join(METRICS_SNAPSHOT)));
-        let mut tasks = vec![sampler];
+        let mut tasks = vec![sampler, follow_tokens];
         if let Some(endpoint) = &opts.otlp_endpoint {
             let node = agent
                 .as_ref()
@@ -264,7 +267,7 @@ impl Platform {
                 manifest: manifest.to_owned(),
                 source: source.to_owned(),
             };
-            match self.api.create_job(tonic::Request::new(req)).await {
+            match self.api.create_job(Caller::admin("demo").request(req)).await {
                 Ok(job) => {
                     let job = job.into_inner();
                     println!("  demo: submitted {} job {} ({})", job.kind, job.name, job.id);
@@ -297,6 +300,11 @@ impl Platform {
             agent.shutdown().await;
         }
         save_metrics(&self.telemetry, &self.data.join(METRICS_SNAPSHOT));
+    }
+
+    /// The store, as this platform's control plane reads and writes it.
+    pub fn repo(&self) -> &Repo {
+        self.api.repo()
     }
 
     /// The metrics registry and the store it is sampled into.

@@ -207,8 +207,16 @@ async fn agents_join_lose_a_node_and_survive_the_leading_server() {
     );
     let servers = format!("{},{}", first.url, second.url);
 
-    let mut one = agent(&servers, &token, "node-1", &dir.path().join("agent-1"));
-    let _two = agent(&servers, &token, "node-2", &dir.path().join("agent-2"));
+    // Agents join with a token of their own role, made through one server, honoured by both.
+    let made = Command::new(PAVED)
+        .args(["--server", &first.url, "--token", &token])
+        .args(["token", "create", "--role", "agent", "--name", "agents"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let agent_token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let mut one = agent(&servers, &agent_token, "node-1", &dir.path().join("agent-1"));
+    let _two = agent(&servers, &agent_token, "node-2", &dir.path().join("agent-2"));
     let client = Client::of(&second, &token).await;
     wait_for_within("both nodes to be ready", Duration::from_secs(30), || async {
         client.ready_nodes().await == ["node-1", "node-2"]
@@ -249,7 +257,7 @@ async fn agents_join_lose_a_node_and_survive_the_leading_server() {
     assert_eq!(client.ready_nodes().await, ["node-2"]);
 
     // It comes back: its old tasks run elsewhere now, so it stops them; no duplicates stay.
-    let one = agent(&servers, &token, "node-1", &dir.path().join("agent-1"));
+    let one = agent(&servers, &agent_token, "node-1", &dir.path().join("agent-1"));
     wait_for_within("node-1 to be ready again", Duration::from_secs(30), || async {
         client.ready_nodes().await == ["node-1", "node-2"]
     })

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use paved::up::{Platform, PlatformOptions};
-use paved_api::v1::{self as pb, jobs_client::JobsClient, tasks_client::TasksClient};
+use paved_api::v1::{
+    self as pb, jobs_client::JobsClient, metrics_client::MetricsClient, routing_client::RoutingClient,
+    system_client::SystemClient, tasks_client::TasksClient, tokens_client::TokensClient,
+};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -36,6 +39,52 @@ impl Bearer {
     #[allow(dead_code)]
     pub fn new(token: &str) -> Bearer {
         Bearer(Some(format!("Bearer {token}").parse().unwrap()))
+    }
+}
+
+/// Clients that carry one token: `p.as_token(&secret).jobs()`.
+pub struct As {
+    channel: Channel,
+    bearer: Bearer,
+    pub token: String,
+}
+
+impl As {
+    pub fn jobs(&self) -> JobsClient<Authed> {
+        JobsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn tasks(&self) -> TasksClient<Authed> {
+        TasksClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn tokens(&self) -> TokensClient<Authed> {
+        TokensClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn metrics(&self) -> MetricsClient<Authed> {
+        MetricsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn system(&self) -> SystemClient<Authed> {
+        SystemClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub fn routing(&self) -> RoutingClient<Authed> {
+        RoutingClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// Creates a job from manifest text; panics if the server refuses it.
+    pub async fn submit(&self, manifest: impl Into<String>) -> pb::Job {
+        let request = pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: String::new(),
+        };
+        self.jobs()
+            .create_job(request)
+            .await
+            .expect("create the job")
+            .into_inner()
     }
 }
 
@@ -112,6 +161,38 @@ impl InProcess {
 
     pub fn jobs(&self) -> JobsClient<Authed> {
         JobsClient::with_interceptor(self.channel.clone(), self.bearer())
+    }
+
+    /// Clients that carry `token` instead of the admin token.
+    pub fn as_token(&self, token: &str) -> As {
+        As {
+            channel: self.channel.clone(),
+            bearer: Bearer(Some(format!("Bearer {token}").parse().unwrap())),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Clients that carry the admin token.
+    pub fn as_admin(&self) -> As {
+        self.as_token(&self.platform.token)
+    }
+
+    /// Creates a token through the API with the admin token; returns its secret.
+    pub async fn create_token(&self, role: &str, tenant: &str, name: &str) -> String {
+        let req = pb::CreateTokenRequest {
+            role: role.into(),
+            tenant: tenant.into(),
+            name: name.into(),
+        };
+        let created = self
+            .as_admin()
+            .tokens()
+            .create_token(req)
+            .await
+            .expect("create the token")
+            .into_inner();
+        assert_eq!(created.token.as_ref().map(|t| t.name.as_str()), Some(name));
+        created.secret
     }
 
     pub fn jobs_with_token(&self, token: Option<&str>) -> JobsClient<Authed> {
