@@ -397,6 +397,8 @@ impl Agent {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_at_ms: self.inner.clock.now_ms(),
             runtime: self.inner.runtime.describe(),
+            eligible: true,
+            dynamic_ports: Some(u32::from(c.ports.end.saturating_sub(c.ports.start))),
         };
         self.inner.repo.put_node(&node).await?;
         Ok(())

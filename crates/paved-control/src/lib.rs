@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod reconcile;
 pub mod repo;
 pub mod routing;
+pub mod schedule;
 pub mod server;
 
 pub use api::{Api, ServerInfo, TaskSource};

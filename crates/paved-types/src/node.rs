@@ -20,4 +20,16 @@ pub struct Node {
     /// How the node runs tasks, for people: `sandbox (cgroup v1 (...))`, or why it cannot.
     #[serde(default)]
     pub runtime: String,
+    /// False while the node is drained: it keeps its tasks and gets no new ones. Records
+    /// written before the field existed are eligible.
+    #[serde(default = "yes")]
+    pub eligible: bool,
+    /// How many ports its agent hands out to tasks (its port range); `None` from agents that
+    /// did not say, which placement treats as no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_ports: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }

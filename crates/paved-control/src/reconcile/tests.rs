@@ -34,6 +34,7 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
             health: None,
             image: None,
             routes: vec![],
+            placement: Default::default(),
         },
         state,
         reason: String::new(),
