@@ -66,7 +66,12 @@ pub fn spec(spec: &JobSpec) -> pb::JobSpec {
             .collect(),
         placement: Some(pb::PlacementSpec {
             tier: spec.placement.tier.as_str().to_owned(),
-            constraints: spec.placement.constraints.iter().map(ToString::to_string).collect(),
+            constraints: spec
+                .placement
+                .constraints
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             distinct_hosts: spec.placement.distinct_hosts,
         }),
     }

@@ -515,4 +515,6 @@ fn cluster_of(mirror: &Mirror) -> Cluster {
 }
 
 #[cfg(test)]
+mod pass_tests;
+#[cfg(test)]
 mod tests;

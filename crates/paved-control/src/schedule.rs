@@ -138,7 +138,9 @@ pub fn admit<'a>(
     let in_use = jobs
         .into_iter()
         .filter(|j| !j.state.is_terminal() && j.spec.placement.tier == tier)
-        .fold(Usage::default(), |sum, j| sum.plus(demand(&j.spec, j.spec.instances)));
+        .fold(Usage::default(), |sum, j| {
+            sum.plus(demand(&j.spec, j.spec.instances))
+        });
     check_quota(&group, in_use, demand(spec, instances))
 }
 
@@ -205,10 +207,7 @@ fn sched_node(node: &Node) -> SchedNode {
         region: node.region.clone(),
         zone: node.zone.clone(),
         labels: node.labels.clone(),
-        capacity: Resources::new(
-            (node.cpu * 1000.0).round().max(0.0) as u64,
-            node.memory_bytes,
-        ),
+        capacity: Resources::new((node.cpu * 1000.0).round().max(0.0) as u64, node.memory_bytes),
         dynamic_ports: node.dynamic_ports.unwrap_or(u32::MAX),
         eligible: node.eligible,
         up: node.state == "ready",

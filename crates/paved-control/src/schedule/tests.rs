@@ -121,7 +121,10 @@ fn a_service_spreads_over_zones_and_placements_see_each_other() {
     let late = c.place(&job("3", "[resources]\ncpu = 2"), &[0]);
     assert_eq!(
         late.pending,
-        Some((1, "1 task not placed: 0 of 3 nodes fit: 3 insufficient cpu".into()))
+        Some((
+            1,
+            "1 task not placed: 0 of 3 nodes fit: 3 insufficient cpu".into()
+        ))
     );
 }
 
@@ -207,17 +210,29 @@ fn a_critical_job_preempts_a_flex_task() {
     assert_eq!(d.pending, None);
     assert_eq!(d.preempt.len(), 1, "{d:?}");
     let victim = &d.preempt[0];
-    let victim_node = tasks.iter().find(|(t, _)| t.id == *victim).unwrap().0.node.clone();
+    let victim_node = tasks
+        .iter()
+        .find(|(t, _)| t.id == *victim)
+        .unwrap()
+        .0
+        .node
+        .clone();
     assert_eq!(placed(&d), [(0, victim_node.as_str())]);
     assert_eq!(
         preemption_reason(&critical),
         "preempted: critical job jc (c) needed the room on this node"
     );
     // Critical tasks are never victims: a second critical task finds the other flex task.
-    let d = c.place(&job("d", "[resources]\ncpu = 1\n[placement]\ntier = \"critical\""), &[0]);
+    let d = c.place(
+        &job("d", "[resources]\ncpu = 1\n[placement]\ntier = \"critical\""),
+        &[0],
+    );
     assert_eq!(d.preempt.len(), 1);
     assert_ne!(d.preempt[0], *victim);
-    let d = c.place(&job("e", "[resources]\ncpu = 1\n[placement]\ntier = \"critical\""), &[0]);
+    let d = c.place(
+        &job("e", "[resources]\ncpu = 1\n[placement]\ntier = \"critical\""),
+        &[0],
+    );
     assert!(d.preempt.is_empty());
     assert!(d.pending.unwrap().1.ends_with(
         "0 of 2 nodes fit: 2 insufficient cpu; preempting flex tasks would not make room on any node"
@@ -233,7 +248,10 @@ fn ten_thousand_tasks_over_a_hundred_nodes() {
         .collect();
     let started = Instant::now();
     let mut c = cluster(&nodes, &[]);
-    let big = job("big", "instances = 10000\n[resources]\ncpu = 0.1\nmemory = \"64MiB\"");
+    let big = job(
+        "big",
+        "instances = 10000\n[resources]\ncpu = 0.1\nmemory = \"64MiB\"",
+    );
     let slots: Vec<u32> = (0..10_000).collect();
     let d = c.place(&big, &slots);
     assert_eq!((d.placed.len(), d.pending), (10_000, None));
@@ -242,7 +260,10 @@ fn ten_thousand_tasks_over_a_hundred_nodes() {
     let started = Instant::now();
     let mut c = cluster(&nodes, &[]);
     for j in 0..1000 {
-        let small = job(&format!("s{j}"), "instances = 10\n[resources]\ncpu = 0.1\nmemory = \"64MiB\"");
+        let small = job(
+            &format!("s{j}"),
+            "instances = 10\n[resources]\ncpu = 0.1\nmemory = \"64MiB\"",
+        );
         let d = c.place(&small, &(0..10).collect::<Vec<_>>());
         assert_eq!(d.placed.len(), 10);
     }
@@ -266,7 +287,10 @@ fn admission_against_capacity_groups() {
     let web = job("1", "instances = 3\n[resources]\ncpu = 1\nmemory = \"1GiB\"");
     let mut ended = job("2", "instances = 5\n[resources]\ncpu = 1");
     ended.state = JobState::Killed;
-    let critical = job("3", "instances = 4\n[resources]\ncpu = 1\n[placement]\ntier = \"critical\"");
+    let critical = job(
+        "3",
+        "instances = 4\n[resources]\ncpu = 1\n[placement]\ntier = \"critical\"",
+    );
     let jobs = [&web, &ended, &critical];
     let new = job("4", "instances = 2\n[resources]\ncpu = 1\nmemory = \"1GiB\"");
     let check = |record: Option<&TenantRecord>, instances: u32| {
@@ -280,9 +304,11 @@ fn admission_against_capacity_groups() {
     assert_eq!(check(Some(&flex), 1), Ok(()));
     assert_eq!(
         check(Some(&flex), 2),
-        Err("tenant `default` tier flex: cpu quota 4 cores, in use 3 cores, job asks 2 cores more; \
+        Err(
+            "tenant `default` tier flex: cpu quota 4 cores, in use 3 cores, job asks 2 cores more; \
              raise the quota with `paved tenants quota` or lower instances or cpu"
-            .into())
+                .into()
+        )
     );
     let tasks_only = Quota {
         tasks: Some(4),

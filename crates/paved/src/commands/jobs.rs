@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use paved_api::v1::{
-    GetJobRequest, HealthSpec, Job, JobSpec, PlacementSpec, KillJobRequest, KillTaskRequest, ListJobsRequest,
-    ListTasksRequest, ScaleJobRequest, Task,
+    GetJobRequest, HealthSpec, Job, JobSpec, KillJobRequest, KillTaskRequest, ListJobsRequest,
+    ListTasksRequest, PlacementSpec, ScaleJobRequest, Task,
 };
 use paved_types::units::{format_duration, format_memory};
 use serde::Serialize;
@@ -205,7 +205,11 @@ fn spec_fields(spec: &JobSpec) -> Vec<(&'static str, String)> {
 
 /// "flex tier, region = us-east, label:disk = ssd, distinct hosts".
 fn placement(p: &PlacementSpec) -> String {
-    let tier = if p.tier.is_empty() { "flex" } else { p.tier.as_str() };
+    let tier = if p.tier.is_empty() {
+        "flex"
+    } else {
+        p.tier.as_str()
+    };
     let mut parts = vec![format!("{tier} tier")];
     parts.extend(p.constraints.iter().cloned());
     if p.distinct_hosts {

@@ -29,11 +29,7 @@ pub async fn run(ctx: &Ctx, action: Option<TenantAction>) -> anyhow::Result<()> 
         return Ok(output::print(&table(&tenants).render())?);
     };
     let (request, quota) = request(action);
-    let tenant = client
-        .system()
-        .set_tenant(request)
-        .await
-        .answer(&client)?;
+    let tenant = client.system().set_tenant(request).await.answer(&client)?;
     if ctx.json() {
         return output::print_json(&tenant);
     }
