@@ -187,3 +187,54 @@ fn placement_round_trips_through_json() {
     let back: JobSpec = serde_json::from_value(old).unwrap();
     assert_eq!(back.placement, Default::default());
 }
+
+mod props {
+    use paved_types::placement::{Attribute, Constraint, Operator};
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9._/-]{0,12}"
+    }
+
+    fn constraint() -> impl Strategy<Value = Constraint> {
+        let attribute = prop_oneof![
+            Just(Attribute::Name),
+            Just(Attribute::Region),
+            Just(Attribute::Zone),
+            word().prop_map(Attribute::Label),
+        ];
+        let operator = prop_oneof![
+            Just(Operator::Eq),
+            Just(Operator::Ne),
+            Just(Operator::In),
+            Just(Operator::NotIn),
+        ];
+        (attribute, operator, prop::collection::vec(word(), 1..4)).prop_map(
+            |(attribute, operator, mut values)| {
+                if matches!(operator, Operator::Eq | Operator::Ne) {
+                    values.truncate(1);
+                }
+                Constraint {
+                    attribute,
+                    operator,
+                    values,
+                }
+            },
+        )
+    }
+
+    proptest! {
+        /// What `Display` writes (and the store keeps), `FromStr` reads back unchanged.
+        #[test]
+        fn display_parses_back(c in constraint()) {
+            let text = c.to_string();
+            prop_assert_eq!(text.parse::<Constraint>(), Ok(c), "{}", text);
+        }
+
+        /// Any text either parses or is refused with a message; nothing panics.
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,40}") {
+            let _ = s.parse::<Constraint>();
+        }
+    }
+}
