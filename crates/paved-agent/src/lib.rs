@@ -414,6 +414,8 @@ impl Agent {
             runtime: self.inner.runtime.describe(),
             address: c.address.clone(),
             heartbeat_interval_ms: u64::try_from(c.heartbeat.as_millis()).unwrap_or(u64::MAX),
+            eligible: true,
+            dynamic_ports: Some(u32::from(c.ports.end.saturating_sub(c.ports.start))),
         };
         self.inner.repo.put_node(&node).await?;
         Ok(())

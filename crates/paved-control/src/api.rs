@@ -14,7 +14,7 @@ use paved_api::v1::{
     self as pb, jobs_server::Jobs, nodes_server::Nodes, system_server::System, tasks_server::Tasks,
 };
 use paved_types::manifest::MAX_INSTANCES;
-use paved_types::{Driver, Job, JobKind, JobState, Task, TaskState, parse_manifest};
+use paved_types::{Driver, Job, JobKind, JobSpec, JobState, Task, TaskState, Tier, parse_manifest};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -26,7 +26,8 @@ use crate::env::{Clock, Ids};
 use crate::error::ApiError;
 use crate::metrics::Telemetry;
 use crate::reconcile::stop_task;
-use crate::repo::{Change, Repo, RepoError, TenantRecord, Versioned, job_id_key};
+use crate::repo::{Change, Quota, Repo, RepoError, Versioned, job_id_key};
+use crate::schedule::admit;
 use paved_store::StoreError;
 
 /// What only the agent that runs a task knows: its logs and its live resource usage.
@@ -231,6 +232,7 @@ impl Api {
                 spec.name
             )));
         }
+        self.admit(tenant, &spec, spec.instances).await?;
         let now = self.now();
         let mut job = Job {
             id: self.inner.ids.job_id(),
@@ -280,6 +282,12 @@ impl Api {
             ));
         }
         let found = self.resolve_job(caller, &req.job).await?;
+        let current = &found.value;
+        let live_service = !current.state.is_terminal() && current.spec.kind == JobKind::Service;
+        if live_service && req.instances > current.spec.instances {
+            let more = req.instances - current.spec.instances;
+            self.admit(&current.tenant, &current.spec, more).await?;
+        }
         let mut refused = None;
         let updated = self
             .inner
@@ -720,20 +728,91 @@ impl System for Api {
 
     async fn set_tenant(&self, req: Request<pb::SetTenantRequest>) -> ApiResult<pb::Tenant> {
         Caller::admin_only(&req)?;
-        let req = req.into_inner();
-        check_name("name", "tenant name", &req.name)?;
-        let record = TenantRecord {
-            name: req.name,
-            trusted: req.trusted,
-            updated_at_ms: self.now(),
-        };
-        self.inner
-            .repo
-            .put_tenant(&record)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(convert::tenant(&record)))
+        Ok(Response::new(Api::set_tenant(self, req.into_inner()).await?))
     }
+}
+
+impl Api {
+    /// Changes only what the request sets; everything else the tenant has stays.
+    async fn set_tenant(&self, req: pb::SetTenantRequest) -> Result<pb::Tenant, ApiError> {
+        check_name("name", "tenant name", &req.name)?;
+        let groups = req
+            .capacity_groups
+            .iter()
+            .map(quota_of)
+            .collect::<Result<Vec<(Tier, Quota)>, ApiError>>()?;
+        let removed = req
+            .remove_capacity_groups
+            .iter()
+            .map(|t| tier_named("remove_capacity_groups", t))
+            .collect::<Result<Vec<Tier>, ApiError>>()?;
+        let now = self.now();
+        let record = self
+            .inner
+            .repo
+            .update_tenant(&req.name, |t| {
+                if let Some(trusted) = req.trusted {
+                    t.trusted = trusted;
+                }
+                for tier in &removed {
+                    t.capacity.remove(tier);
+                }
+                t.capacity.extend(groups.iter().copied());
+                t.updated_at_ms = now;
+            })
+            .await?;
+        Ok(convert::tenant(&record))
+    }
+
+    /// Refuses `instances` more tasks of `spec` for `tenant` when they would exceed its
+    /// capacity group in the job's tier, naming the quota; a tier without a group is unlimited.
+    async fn admit(&self, tenant: &str, spec: &JobSpec, instances: u32) -> Result<(), ApiError> {
+        let repo = &self.inner.repo;
+        let Some(record) = repo.tenant(tenant).await? else {
+            return Ok(());
+        };
+        if !record.capacity.contains_key(&spec.placement.tier) {
+            return Ok(());
+        }
+        let jobs = repo.jobs_of(tenant).await?;
+        let jobs = jobs.iter().map(|j| &j.value);
+        admit(Some(&record), tenant, jobs, spec, instances)
+            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))
+    }
+}
+
+/// One capacity group of a request, checked.
+fn quota_of(group: &pb::CapacityGroup) -> Result<(Tier, Quota), ApiError> {
+    let tier = tier_named("capacity_groups.tier", &group.tier)?;
+    let cpu_millis = match group.cpu {
+        None => None,
+        Some(cores) if cores.is_finite() && (0.0..=1e12).contains(&cores) => {
+            Some((cores * 1000.0).round() as u64)
+        }
+        Some(cores) => {
+            return Err(ApiError::invalid(
+                "capacity_groups.cpu",
+                format!("{cores} is not a number of cores; use 0 or more, e.g. 4 or 0.5"),
+            ));
+        }
+    };
+    Ok((
+        tier,
+        Quota {
+            cpu_millis,
+            memory_bytes: group.memory_bytes,
+            tasks: group.tasks,
+        },
+    ))
+}
+
+fn tier_named(field: &'static str, tier: &str) -> Result<Tier, ApiError> {
+    Tier::parse(tier).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("{tier:?} is not a tier; use \"critical\" or \"flex\""),
+        )
+    })
 }
 
 /// Tenant and token names follow job names: 1-63 of [a-z0-9-], starting with a letter.

@@ -64,6 +64,16 @@ pub fn spec(spec: &JobSpec) -> pb::JobSpec {
                 })
             })
             .collect(),
+        placement: Some(pb::PlacementSpec {
+            tier: spec.placement.tier.as_str().to_owned(),
+            constraints: spec
+                .placement
+                .constraints
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            distinct_hosts: spec.placement.distinct_hosts,
+        }),
     }
 }
 
@@ -129,6 +139,7 @@ pub fn node(node: &Node, tasks: u32) -> pb::Node {
         heartbeat_at_ms: node.heartbeat_at_ms,
         tasks,
         runtime: node.runtime.clone(),
+        eligible: node.eligible,
     }
 }
 
@@ -147,6 +158,16 @@ pub fn tenant(tenant: &crate::repo::TenantRecord) -> pb::Tenant {
         name: tenant.name.clone(),
         trusted: tenant.trusted,
         updated_at_ms: tenant.updated_at_ms,
+        capacity_groups: tenant
+            .capacity
+            .iter()
+            .map(|(tier, quota)| pb::CapacityGroup {
+                tier: tier.as_str().to_owned(),
+                cpu: quota.cpu_millis.map(|m| m as f64 / 1000.0),
+                memory_bytes: quota.memory_bytes,
+                tasks: quota.tasks,
+            })
+            .collect(),
     }
 }
 

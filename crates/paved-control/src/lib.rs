@@ -16,6 +16,7 @@ pub mod nodestore;
 pub mod reconcile;
 pub mod repo;
 pub mod routing;
+pub mod schedule;
 pub mod server;
 pub mod tokens;
 

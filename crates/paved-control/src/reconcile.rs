@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paved_store::{Expect, Op, StoreError};
-use paved_types::{Desired, Health, Job, JobKind, JobState, Node, Task, TaskState};
+use paved_types::{Desired, Health, Job, JobKind, JobState, Task, TaskState};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -18,6 +18,7 @@ use crate::env::{Clock, Ids};
 use crate::mirror::{Changes, Mirror};
 use crate::repo::{Change, Repo, RepoError, task_key};
 use crate::routing::{FAULTS, ROUTES, job_owner};
+use crate::schedule::{Cluster, preemption_reason};
 
 /// What one job needs done.
 #[derive(Debug, Default, PartialEq)]
@@ -172,7 +173,7 @@ impl Reconciler {
             Dirty::All => mirror.job_ids(),
             Dirty::Jobs(ids) => ids,
         };
-        let nodes: Vec<Node> = mirror.nodes().map(|n| n.value.clone()).collect();
+        let mut plans: Vec<(&Job, Plan)> = Vec::new();
         for id in ids {
             let tasks: Vec<Task> = mirror.tasks_of(&id).map(|t| t.value.clone()).collect();
             let Some(job) = mirror.job(&id) else {
@@ -189,9 +190,21 @@ impl Reconciler {
             };
             let plan = plan(&job.value, &tasks, now);
             if plan != Plan::default() {
-                wrote = true;
-                self.apply(&job.value, plan, &nodes, &tasks).await?;
+                plans.push((&job.value, plan));
             }
+        }
+        wrote |= !plans.is_empty();
+        // Placement order: critical jobs first (flex ones then take what is left rather than
+        // being preempted moments later), then oldest first; ids break ties.
+        plans.sort_by_key(|(job, _)| (job.spec.placement.tier, job.created_at_ms, job.id.clone()));
+        // One cluster state per pass, and only when something needs a node: building it visits
+        // every node and live task once.
+        let mut cluster = plans
+            .iter()
+            .any(|(_, plan)| !plan.create.is_empty())
+            .then(|| cluster_of(mirror));
+        for (job, plan) in plans {
+            self.apply(job, plan, cluster.as_mut()).await?;
         }
         Ok(wrote)
     }
@@ -304,7 +317,7 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn apply(&self, job: &Job, plan: Plan, nodes: &[Node], tasks: &[Task]) -> Result<(), RepoError> {
+    async fn apply(&self, job: &Job, plan: Plan, cluster: Option<&mut Cluster>) -> Result<(), RepoError> {
         for id in &plan.stop {
             stop_task(
                 &self.repo,
@@ -316,21 +329,27 @@ impl Reconciler {
         }
         self.forget(&plan.forget).await?;
         let mut state = plan.job;
-        if !plan.create.is_empty() {
+        if let Some(cluster) = cluster.filter(|_| !plan.create.is_empty()) {
+            let decision = cluster.place(job, &plan.create);
+            self.preempt(job, &decision.preempt).await?;
+            for (slot, node) in &decision.placed {
+                self.create_task(job, *slot, node).await?;
+            }
             let placements = self.registry.counter(&SCHEDULER_PLACEMENTS);
-            match pick_node(nodes, tasks) {
-                Some(node) => {
-                    for index in &plan.create {
-                        self.create_task(job, *index, &node.name).await?;
-                    }
-                    let placed = u64::try_from(plan.create.len()).unwrap_or(u64::MAX);
-                    placements.with(&[("result", "placed")]).inc_by(placed);
-                }
-                None => {
-                    placements.with(&[("result", "unschedulable")]).inc();
-                    let reason = "no ready node to place tasks on; start an agent".to_owned();
-                    state = Some((state.map_or(job.state, |s| s.0), reason));
-                }
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            if !decision.placed.is_empty() {
+                placements
+                    .with(&[("result", "placed")])
+                    .inc_by(count(decision.placed.len()));
+            }
+            if !decision.preempt.is_empty() {
+                placements
+                    .with(&[("result", "preempted")])
+                    .inc_by(count(decision.preempt.len()));
+            }
+            if let Some((_, why)) = decision.pending {
+                placements.with(&[("result", "unschedulable")]).inc();
+                state = Some((state.map_or(job.state, |s| s.0), why));
             }
         }
         if let Some((to, reason)) = state {
@@ -352,6 +371,20 @@ impl Reconciler {
                     Ok(Change::Write)
                 })
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops flex tasks that a critical job's placement evicted; their jobs replace them once
+    /// they are gone, wherever there is room then.
+    async fn preempt(&self, job: &Job, victims: &[String]) -> Result<(), RepoError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        info!(job = %job.spec.name, victims = victims.len(), "preempting flex tasks");
+        let reason = preemption_reason(job);
+        for id in victims {
+            stop_task(&self.repo, id, &reason, self.clock.now_ms()).await?;
         }
         Ok(())
     }
@@ -442,9 +475,8 @@ pub fn plan(job: &Job, tasks: &[Task], now_ms: u64) -> Plan {
     let mut running = 0;
     let mut done = 0;
     let mut failed: Option<&Task> = None;
-    for slot in 0..instances {
-        let mut in_slot: Vec<&Task> = tasks.iter().filter(|t| t.index == slot).collect();
-        in_slot.sort_by_key(|t| t.created_at_ms);
+    let by_slot = by_slot(tasks, instances);
+    for (slot, in_slot) in (0..instances).zip(by_slot) {
         let live: Vec<&&Task> = in_slot.iter().filter(|t| wanted(t)).collect();
         if let Some((first, extra)) = live.split_first() {
             running += u32::from(first.state == TaskState::Running);
@@ -486,16 +518,31 @@ pub fn plan(job: &Job, tasks: &[Task], now_ms: u64) -> Plan {
     plan
 }
 
+/// The tasks of each slot `0..instances`, oldest first: one sort, so a job of many instances
+/// costs O(tasks log tasks), not slots × tasks.
+fn by_slot(tasks: &[Task], instances: u32) -> Vec<Vec<&Task>> {
+    let mut slots: Vec<Vec<&Task>> = vec![Vec::new(); instances as usize];
+    for t in tasks {
+        if let Some(slot) = slots.get_mut(t.index as usize) {
+            slot.push(t);
+        }
+    }
+    for slot in &mut slots {
+        slot.sort_by_key(|t| t.created_at_ms);
+    }
+    slots
+}
+
 /// Ended tasks that no longer decide anything (a newer task holds their slot, or their slot is
 /// beyond the instance count), minus the newest `KEEP_ENDED_TASKS` of them.
 fn superseded(job: &Job, tasks: &[Task]) -> Vec<String> {
-    let newest_in_slot = |t: &Task| {
-        t.index < job.spec.instances
-            && tasks
-                .iter()
-                .filter(|o| o.index == t.index)
-                .all(|o| o.created_at_ms <= t.created_at_ms)
-    };
+    let mut newest: HashMap<u32, u64> = HashMap::new();
+    for t in tasks {
+        let at = newest.entry(t.index).or_insert(t.created_at_ms);
+        *at = (*at).max(t.created_at_ms);
+    }
+    let newest_in_slot =
+        |t: &Task| t.index < job.spec.instances && newest.get(&t.index).is_none_or(|&n| n <= t.created_at_ms);
     let mut ended: Vec<&Task> = tasks
         .iter()
         .filter(|t| t.state.is_terminal() && !newest_in_slot(t))
@@ -529,16 +576,17 @@ fn delay_ms(job: &Job) -> u64 {
     u64::try_from(job.spec.restart.delay.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The ready node with the fewest live tasks of this job; placement proper comes with the
-/// scheduler.
-fn pick_node<'a>(nodes: &'a [Node], tasks: &[Task]) -> Option<&'a Node> {
-    nodes.iter().filter(|n| n.state == "ready").min_by_key(|n| {
-        tasks
-            .iter()
-            .filter(|t| t.node == n.name && !t.state.is_terminal())
-            .count()
-    })
+/// The cluster as `mirror` shows it: every node and every live task with its job.
+fn cluster_of(mirror: &Mirror) -> Cluster {
+    let nodes = mirror.nodes().map(|n| &n.value);
+    let tasks = mirror
+        .tasks()
+        .filter(|t| !t.value.state.is_terminal())
+        .filter_map(|t| Some((&t.value, &mirror.job(&t.value.job_id)?.value)));
+    Cluster::build(nodes, tasks)
 }
 
+#[cfg(test)]
+mod pass_tests;
 #[cfg(test)]
 mod tests;

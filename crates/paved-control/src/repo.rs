@@ -11,10 +11,11 @@
 //! /tenants/<name>              TenantRecord (JSON): what an admin set for a tenant
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paved_store::{Expect, KeyValue, Op, Store, StoreError};
-use paved_types::{Job, Node, Task};
+use paved_types::{Job, Node, Task, Tier};
 use serde::{Serialize, de::DeserializeOwned};
 
 pub const JOBS: &str = "/jobs/";
@@ -24,13 +25,42 @@ pub const TOKENS: &str = "/tokens/";
 pub const TOKEN_NAMES: &str = "/token-names/";
 pub const TENANTS: &str = "/tenants/";
 
-/// What an admin has set for a tenant. A tenant without a record has the defaults: untrusted.
+/// What an admin has set for a tenant. A tenant without a record has the defaults: untrusted,
+/// no capacity group in any tier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TenantRecord {
     pub name: String,
     /// May run `driver = "process"` jobs, unsandboxed on the host.
     pub trusted: bool,
     pub updated_at_ms: u64,
+    /// The tenant's capacity group per tier. **A tier without a group is unlimited** for the
+    /// tenant: quotas are opt-in, so a fresh install admits everything.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<Tier, Quota>,
+}
+
+/// The most a tenant's admitted jobs of one tier may ask for in all (instances × resources).
+/// `None`: that dimension is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Quota {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u64>,
+}
+
+impl TenantRecord {
+    /// A tenant as it is before an admin sets anything.
+    pub fn new(name: &str) -> Self {
+        TenantRecord {
+            name: name.to_owned(),
+            trusted: false,
+            updated_at_ms: 0,
+            capacity: BTreeMap::new(),
+        }
+    }
 }
 
 /// A record with the store revision it was read at, for compare-and-set.
@@ -205,15 +235,44 @@ impl Repo {
         Ok(self.list(TENANTS).await?.into_iter().map(|t| t.value).collect())
     }
 
-    /// Whether an admin has marked `tenant` trusted.
-    pub async fn tenant_trusted(&self, tenant: &str) -> Result<bool, RepoError> {
+    pub async fn tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, RepoError> {
         let record: Option<Versioned<TenantRecord>> = self.get(&format!("{TENANTS}{tenant}")).await?;
-        Ok(record.is_some_and(|r| r.value.trusted))
+        Ok(record.map(|r| r.value))
     }
 
-    pub async fn put_tenant(&self, tenant: &TenantRecord) -> Result<u64, RepoError> {
-        let op = put_op(format!("{TENANTS}{}", tenant.name), tenant, Expect::Any)?;
-        Ok(self.store.txn(vec![op]).await?)
+    /// Whether an admin has marked `tenant` trusted.
+    pub async fn tenant_trusted(&self, tenant: &str) -> Result<bool, RepoError> {
+        Ok(self.tenant(tenant).await?.is_some_and(|r| r.trusted))
+    }
+
+    /// Changes a tenant's record with compare-and-set (creating it with the defaults first), so
+    /// setting one field never loses another set concurrently. Returns the record as stored.
+    pub async fn update_tenant<F>(&self, name: &str, mut f: F) -> Result<TenantRecord, RepoError>
+    where
+        F: FnMut(&mut TenantRecord) + Send,
+    {
+        let key = format!("{TENANTS}{name}");
+        for _ in 0..MAX_RETRIES {
+            let current: Option<Versioned<TenantRecord>> = self.get(&key).await?;
+            let (mut record, expect) = match current {
+                Some(v) => (v.value, Expect::Revision(v.revision)),
+                None => (TenantRecord::new(name), Expect::Absent),
+            };
+            f(&mut record);
+            match self.store.txn(vec![put_op(key.clone(), &record, expect)?]).await {
+                Ok(_) => return Ok(record),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Rejected(format!(
+            "{key} is changing too fast to update; retry"
+        )))
+    }
+
+    /// The jobs of one tenant.
+    pub async fn jobs_of(&self, tenant: &str) -> Result<Vec<Versioned<Job>>, RepoError> {
+        self.list(&format!("{JOBS}{tenant}/")).await
     }
 
     pub async fn put_node(&self, node: &Node) -> Result<u64, RepoError> {

@@ -1,7 +1,6 @@
 //! The cluster as the scheduler sees it: nodes, their capacity, and the tasks already on them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use crate::index::Index;
 use crate::quota::Usage;
@@ -38,14 +37,8 @@ pub struct Node {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) u32);
 
-/// A tenant's capacity tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Tier {
-    /// Reserved capacity: may preempt `Flex` tasks to get it back, is never preempted.
-    Critical,
-    /// Opportunistic: runs on whatever is free and may be preempted.
-    Flex,
-}
+/// A tenant's capacity tier; defined beside the manifest, which names it.
+pub use paved_types::placement::Tier;
 
 /// One task of one job: the job's id and the task's slot (`0..instances`). At most one live task
 /// holds a slot, so the control plane maps this back to its task id.
@@ -115,15 +108,6 @@ impl NodeId {
     /// Position of the node in registration order.
     pub fn index(self) -> usize {
         self.0 as usize
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Tier::Critical => "critical",
-            Tier::Flex => "flex",
-        })
     }
 }
 

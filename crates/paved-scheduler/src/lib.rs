@@ -77,7 +77,7 @@ mod rng;
 
 pub use ask::{Ask, JobKind};
 pub use cluster::{Allocation, ClusterState, Node, NodeId, Resources, StateError, TaskRef, Tier};
-pub use constraint::{Attribute, Constraint, ConstraintError, Operator};
+pub use constraint::{Attribute, Attributes, Constraint, ConstraintError, Operator};
 pub use explain::{Explanation, Reason, explain};
 pub use place::{AskError, Options, Pending, Placed, Placement, Preempted, place};
 pub use quota::{CapacityGroup, Dimension, Exceeded, QuotaError, Usage, check_quota};

@@ -144,7 +144,7 @@ pub static SCHEDULER_PLACEMENTS: CounterDef = CounterDef::new(
     "paved_scheduler_placements_total",
     Unit::Count("placements"),
     &["result"],
-    "Placement decisions, by result (placed or unschedulable).",
+    "Placement decisions, by result: tasks placed, flex tasks preempted, asks left unschedulable.",
 );
 
 // ---- agent -----------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ pub struct JobSpec {
     /// Routes the manifest declares (`[[routes]]`), each with this job as its only backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<crate::Route>,
+    /// Tier, constraints and distinct_hosts (`[placement]`).
+    #[serde(default)]
+    pub placement: crate::PlacementSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

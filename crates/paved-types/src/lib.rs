@@ -7,6 +7,7 @@ pub mod edge;
 pub mod job;
 pub mod manifest;
 pub mod node;
+pub mod placement;
 pub mod route;
 pub mod task;
 pub mod units;
@@ -17,6 +18,7 @@ pub use job::{
 };
 pub use manifest::{ManifestError, ManifestProblem, parse_manifest};
 pub use node::Node;
+pub use placement::{Constraint, PlacementSpec, Tier};
 pub use route::{Backend, Fault, FaultAction, Route, RouteError, Sticky};
 pub use task::{Desired, Health, Task, TaskState, TransitionError};
 

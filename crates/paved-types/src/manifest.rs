@@ -30,7 +30,8 @@
 //! threshold = 3                # default 3; 1..=100 consecutive failures make it unhealthy
 //! ```
 //!
-//! Routes to the job's tasks: `[[routes]]`, see `routes.rs`.
+//! Routes to the job's tasks: `[[routes]]`, see `routes.rs`. Tier, constraints and
+//! distinct_hosts: `[placement]`, see `placement.rs`.
 //!
 //! Also at the top level: `network = "host" | "none"` (default "host") and
 //! `driver = "sandbox" | "process"` (default "sandbox"); in `[resources]`, `pids = 1024`
@@ -46,6 +47,7 @@ use std::time::Duration;
 
 mod health;
 mod hints;
+mod placement;
 mod routes;
 mod rules;
 
@@ -112,6 +114,7 @@ pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(10);
 pub const DEFAULT_HEALTH_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEALTH_THRESHOLD: u32 = 3;
 pub const MAX_HEALTH_THRESHOLD: u32 = 100;
+pub use self::placement::MAX_CONSTRAINTS;
 
 /// Parses and validates a manifest. `source` names the file in messages ("web.toml"); nothing
 /// is read from disk. Unset keys get their documented defaults.
@@ -154,15 +157,17 @@ enum Place {
     Port,
     Health,
     Route,
+    Placement,
 }
 
-const PLACES: [Place; 6] = [
+const PLACES: [Place; 7] = [
     Place::Top,
     Place::Resources,
     Place::Restart,
     Place::Port,
     Place::Health,
     Place::Route,
+    Place::Placement,
 ];
 
 const BOM_LEN: usize = '\u{feff}'.len_utf8();
@@ -185,6 +190,7 @@ impl Place {
                 "health",
                 "image",
                 "routes",
+                "placement",
             ],
             Place::Resources => &["cpu", "memory", "pids"],
             Place::Restart => &["policy", "attempts", "delay"],
@@ -203,6 +209,7 @@ impl Place {
             Place::Route => &[
                 "name", "host", "hosts", "path", "port", "sticky", "timeout", "retries",
             ],
+            Place::Placement => &["tier", "constraints", "distinct_hosts"],
         }
     }
 
@@ -214,6 +221,7 @@ impl Place {
             Place::Port => "[[ports]]",
             Place::Health => "[health]",
             Place::Route => "[[routes]]",
+            Place::Placement => "[placement]",
         }
     }
 }
@@ -329,6 +337,10 @@ impl<'t> Checker<'t> {
         let routes = table.get("routes").map_or_else(Vec::new, |v| {
             self.routes(v, name.as_deref().unwrap_or("job"), &ports)
         });
+        let placement = table
+            .get("placement")
+            .map(|v| self.placement(v))
+            .unwrap_or_default();
         JobSpec {
             name: name.unwrap_or_default(),
             kind,
@@ -343,6 +355,7 @@ impl<'t> Checker<'t> {
             health,
             image,
             routes,
+            placement,
         }
     }
 

@@ -28,4 +28,16 @@ pub struct Node {
     /// 0 (records from before it existed): the control plane's default.
     #[serde(default)]
     pub heartbeat_interval_ms: u64,
+    /// False while the node is drained: it keeps its tasks and gets no new ones. Records
+    /// written before the field existed are eligible.
+    #[serde(default = "yes")]
+    pub eligible: bool,
+    /// How many ports its agent hands out to tasks (its port range); `None` from agents that
+    /// did not say, which placement treats as no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_ports: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -205,14 +205,18 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Nodes,
 
-    /// List tenants, or mark one trusted or untrusted (admin).
+    /// List tenants, mark one trusted or untrusted, or set its quotas (admin).
     ///
     /// A trusted tenant may submit jobs with driver = "process", which run as plain host
     /// processes without the sandbox. Every tenant is untrusted until an admin says otherwise.
+    /// A tenant's capacity group in a tier caps what its live jobs of that tier may ask for
+    /// (instances x resources); a tier without a group is unlimited.
     ///
     /// Examples:
     ///   paved tenants
     ///   paved tenants trust default
+    ///   paved tenants quota default --tier critical --cpu 4 --memory 8GiB --tasks 100
+    ///   paved tenants quota default --tier flex --clear
     #[command(verbatim_doc_comment)]
     Tenants {
         #[command(subcommand)]
@@ -625,6 +629,30 @@ pub enum TenantAction {
     Trust { name: String },
     /// Take that back; running tasks keep running until they are replaced.
     Untrust { name: String },
+    /// Set the tenant's capacity group in a tier: what its live jobs of that tier may ask for
+    /// in all. A limit not given is unlimited; jobs already running are not touched.
+    Quota {
+        name: String,
+        /// critical (reserved: preempts flex tasks when nothing fits) or flex.
+        #[arg(long, value_parser = ["critical", "flex"])]
+        tier: String,
+        /// Cores, e.g. 4 or 0.5.
+        #[arg(long, conflicts_with = "clear")]
+        cpu: Option<f64>,
+        /// Memory, e.g. 8GiB.
+        #[arg(long, value_parser = parse_memory_arg, conflicts_with = "clear")]
+        memory: Option<u64>,
+        /// Tasks.
+        #[arg(long, conflicts_with = "clear")]
+        tasks: Option<u64>,
+        /// Remove the group: the tier becomes unlimited for the tenant.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+fn parse_memory_arg(s: &str) -> Result<u64, String> {
+    paved_types::units::parse_memory(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -708,3 +708,124 @@ async fn a_node_sees_and_writes_only_its_own_records() {
     assert_eq!(p.running("mine").await.len(), 1);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_no_node_satisfies_stays_pending_and_says_why() {
+    let p = InProcess::start().await;
+    let manifest = format!(
+        "{}[placement]\nconstraints = [\"region = mars\"]\n",
+        service("lander", 2, "exec sleep 1000")
+    );
+    p.submit(manifest).await;
+    let want = "2 tasks not placed: 0 of 1 nodes fit: 1 constraint region = mars not met";
+    let job = p.wait_job("lander", |j| j.reason == want).await;
+    assert_eq!(job.state, "pending");
+    let placement = job.spec.unwrap().placement.unwrap();
+    assert_eq!(
+        (placement.tier.as_str(), placement.constraints),
+        ("flex", vec!["region = mars".to_owned()])
+    );
+    // It stays so: passes after it place nothing and keep the reason.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(p.tasks("lander").await.is_empty());
+    let shown: pb::Job = p.get_json("/v1/jobs/lander").await;
+    assert_eq!((shown.state.as_str(), shown.reason.as_str()), ("pending", want));
+
+    // A job it does not constrain runs beside it.
+    p.submit(service("free", 1, "exec sleep 1000")).await;
+    p.wait_job("free", |j| j.state == "running").await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_over_their_tenants_quota_are_refused_and_nothing_changes() {
+    let p = InProcess::start().await;
+    let http = reqwest::Client::new();
+    let quota = serde_json::json!({
+        "capacity_groups": [{"tier": "flex", "cpu": 0.5, "tasks": 3}]
+    });
+    let resp = http
+        .put(p.url("/v1/tenants/default"))
+        .bearer_auth(&p.platform.token)
+        .json(&quota)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tenant: pb::Tenant = resp.json().await.unwrap();
+    assert_eq!(
+        (tenant.trusted, tenant.capacity_groups.len()),
+        (false, 1),
+        "{tenant:?}"
+    );
+
+    p.submit(service("web", 2, "exec sleep 1000")).await;
+    let mut jobs = p.jobs();
+    let refused = jobs
+        .create_job(pb::CreateJobRequest {
+            manifest: service("more", 4, "exec sleep 1000"),
+            source: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        refused.message(),
+        "tenant `default` tier flex: cpu quota 0.5 cores, in use 0.2 cores, job asks 0.4 cores more; \
+         tasks quota 3, in use 2, job asks 4 more; raise the quota with `paved tenants quota` or lower \
+         instances or cpu"
+    );
+    let listed = jobs
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        listed.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["web"]
+    );
+
+    // Scaling over the quota is refused the same way, over JSON too; within it is fine.
+    let scale = |instances: u32| {
+        http.post(p.url("/v1/jobs/web/scale"))
+            .bearer_auth(&p.platform.token)
+            .json(&serde_json::json!({ "instances": instances }))
+            .send()
+    };
+    let resp = scale(4).await.unwrap();
+    assert_eq!(resp.status(), 412);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "failed_precondition");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tasks quota 3, in use 2, job asks 2 more"),
+        "{message}"
+    );
+    let web = jobs
+        .get_job(pb::GetJobRequest { job: "web".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(web.instances, 2);
+    assert_eq!(scale(3).await.unwrap().status(), 200);
+
+    // Critical has no group: unlimited. Removing flex's group makes flex unlimited again.
+    let critical = format!(
+        "{}[placement]\ntier = \"critical\"\n",
+        service("vip", 4, "exec sleep 1000")
+    );
+    p.submit(critical).await;
+    let clear = serde_json::json!({ "remove_capacity_groups": ["flex"] });
+    let resp = http
+        .put(p.url("/v1/tenants/default"))
+        .bearer_auth(&p.platform.token)
+        .json(&clear)
+        .send()
+        .await
+        .unwrap();
+    let tenant: pb::Tenant = resp.json().await.unwrap();
+    assert!(tenant.capacity_groups.is_empty(), "{tenant:?}");
+    p.submit(service("more", 4, "exec sleep 1000")).await;
+    p.stop().await;
+}

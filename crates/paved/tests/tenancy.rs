@@ -276,7 +276,8 @@ async fn agent_tokens_are_refused_outside_the_agent_protocol_and_tenants_outside
     assert!(message.contains("[[routes]]"), "{message}");
     let trust = pb::SetTenantRequest {
         name: "shop".into(),
-        trusted: true,
+        trusted: Some(true),
+        ..Default::default()
     };
     refused(
         tenant.system().set_tenant(trust).await,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use paved_api::v1::{
     GetJobRequest, HealthSpec, Job, JobSpec, KillJobRequest, KillTaskRequest, ListJobsRequest,
-    ListTasksRequest, ScaleJobRequest, Task,
+    ListTasksRequest, PlacementSpec, ScaleJobRequest, Task,
 };
 use paved_types::units::{format_duration, format_memory};
 use serde::Serialize;
@@ -194,10 +194,28 @@ fn spec_fields(spec: &JobSpec) -> Vec<(&'static str, String)> {
     if let Some(h) = &spec.health {
         items.push(("Health", health_check(h)));
     }
+    if let Some(p) = &spec.placement {
+        items.push(("Placement", placement(p)));
+    }
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.sort();
     items.push(("Env", env.join(" ")));
     items
+}
+
+/// "flex tier, region = us-east, label:disk = ssd, distinct hosts".
+fn placement(p: &PlacementSpec) -> String {
+    let tier = if p.tier.is_empty() {
+        "flex"
+    } else {
+        p.tier.as_str()
+    };
+    let mut parts = vec![format!("{tier} tier")];
+    parts.extend(p.constraints.iter().cloned());
+    if p.distinct_hosts {
+        parts.push("distinct hosts".to_owned());
+    }
+    parts.join(", ")
 }
 
 /// The check in a line: "http GET /healthz on port http, every 10s (timeout 2s, grace 5s),
