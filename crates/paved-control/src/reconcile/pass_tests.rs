@@ -27,6 +27,8 @@ fn node(name: &str, cores: f64) -> Node {
         runtime: String::new(),
         eligible: true,
         dynamic_ports: None,
+        address: String::new(),
+        heartbeat_interval_ms: 0,
     }
 }
 

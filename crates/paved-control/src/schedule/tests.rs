@@ -26,6 +26,8 @@ fn node(name: &str, region: &str, zone: &str, cores: f64, gib: u64) -> Node {
         runtime: String::new(),
         eligible: true,
         dynamic_ports: None,
+        address: String::new(),
+        heartbeat_interval_ms: 0,
     }
 }
 
