@@ -415,9 +415,10 @@ impl Agent {
             address: c.address.clone(),
             heartbeat_interval_ms: u64::try_from(c.heartbeat.as_millis()).unwrap_or(u64::MAX),
             eligible: true,
+            drain_deadline_ms: None,
             dynamic_ports: Some(u32::from(c.ports.end.saturating_sub(c.ports.start))),
         };
-        self.inner.repo.put_node(&node).await?;
+        self.inner.repo.heartbeat_node(&node).await?;
         Ok(())
     }
 

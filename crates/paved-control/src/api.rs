@@ -704,7 +704,50 @@ impl Nodes for Api {
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
+
+    async fn drain_node(&self, req: Request<pb::DrainNodeRequest>) -> ApiResult<pb::Node> {
+        Caller::admin_only(&req)?;
+        let req = req.into_inner();
+        let deadline = match req.deadline_ms {
+            0 => DEFAULT_DRAIN_DEADLINE_MS,
+            ms if ms <= MAX_DRAIN_DEADLINE_MS => ms,
+            _ => {
+                return Err(ApiError::invalid(
+                    "deadline_ms",
+                    "is longer than a week; give a shorter --deadline, e.g. 1h",
+                )
+                .into());
+            }
+        };
+        let now = self.now();
+        let node = self
+            .inner
+            .repo
+            .update_node(&req.name, |n| {
+                if req.undo {
+                    n.eligible = true;
+                    n.drain_deadline_ms = None;
+                } else {
+                    n.eligible = false;
+                    n.drain_deadline_ms = Some(now + deadline);
+                }
+            })
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound {
+                what: "node",
+                name: req.name.clone(),
+                hint: "list nodes with `paved nodes`",
+            })?;
+        tracing::info!(node = %node.name, undo = req.undo, "node drain");
+        self.inner.wake.notify_one();
+        Ok(Response::new(convert::node(&node, 0)))
+    }
 }
+
+/// How long a drain honours disruption budgets when the request does not say.
+const DEFAULT_DRAIN_DEADLINE_MS: u64 = 3_600_000;
+const MAX_DRAIN_DEADLINE_MS: u64 = 7 * 24 * 3_600_000;
 
 #[async_trait]
 impl System for Api {

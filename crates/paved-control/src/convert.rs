@@ -140,6 +140,8 @@ pub fn node(node: &Node, tasks: u32) -> pb::Node {
         tasks,
         runtime: node.runtime.clone(),
         eligible: node.eligible,
+        drain_deadline_ms: node.drain_deadline_ms.unwrap_or(0),
+        address: node.address.clone(),
     }
 }
 

@@ -168,6 +168,7 @@ impl Reconciler {
         if dirty == Dirty::All {
             wrote |= self.sweep_ownerless_routes(mirror).await?;
             wrote |= self.mark_silent_nodes_down(mirror, now).await?;
+            wrote |= self.drain_nodes(mirror, now).await?;
         }
         let ids = match dirty {
             Dirty::All => mirror.job_ids(),
@@ -252,6 +253,23 @@ impl Reconciler {
                     .await?;
             }
             wrote = true;
+        }
+        Ok(wrote)
+    }
+
+    /// Moves tasks off draining nodes within their jobs' disruption budgets (all of them once
+    /// the drain's deadline passed), and ends the drain of a node with nothing left on it.
+    async fn drain_nodes(&self, mirror: &Mirror, now_ms: u64) -> Result<bool, RepoError> {
+        let (stops, done) = drain_plan(mirror, now_ms);
+        let wrote = !stops.is_empty() || !done.is_empty();
+        for (task, reason) in stops {
+            stop_task(&self.repo, &task, &reason, now_ms).await?;
+        }
+        for node in done {
+            info!(node = %node, "drain complete: the node runs no tasks and stays ineligible");
+            self.repo
+                .update_node(&node, |n| n.drain_deadline_ms = None)
+                .await?;
         }
         Ok(wrote)
     }
@@ -415,6 +433,61 @@ impl Reconciler {
         self.repo.put_task(&task, Expect::Absent).await?;
         Ok(())
     }
+}
+
+/// What draining takes this pass: the tasks to stop (with why) and the nodes whose drain is
+/// done. A service job loses at most `[update] max_unavailable` tasks at a time, counting those
+/// already down anywhere; batch tasks finish where they are; past the deadline everything left
+/// stops.
+fn drain_plan(mirror: &Mirror, now_ms: u64) -> (Vec<(String, String)>, Vec<String>) {
+    let (mut stops, mut done) = (Vec::new(), Vec::new());
+    for node in mirror.nodes().map(|n| &n.value) {
+        let Some(deadline) = node.drain_deadline_ms else {
+            continue;
+        };
+        let past = now_ms >= deadline;
+        let mut by_job: HashMap<&str, Vec<&Task>> = HashMap::new();
+        for task in mirror.tasks().map(|t| &t.value) {
+            if task.node == node.name && !task.state.is_terminal() {
+                by_job.entry(task.job_id.as_str()).or_default().push(task);
+            }
+        }
+        if by_job.is_empty() {
+            done.push(node.name.clone());
+            continue;
+        }
+        for (job_id, on_node) in by_job {
+            let moving = on_node.iter().filter(|t| t.desired == Desired::Run);
+            if past {
+                let reason = format!("node {} drained: its deadline passed", node.name);
+                stops.extend(moving.map(|t| (t.id.clone(), reason.clone())));
+                continue;
+            }
+            let Some(job) = mirror.job(job_id).map(|j| &j.value) else {
+                continue;
+            };
+            if job.spec.kind != JobKind::Service {
+                continue;
+            }
+            let serving = mirror.tasks_of(job_id).filter(|t| serving(job, &t.value)).count();
+            let down = job
+                .spec
+                .instances
+                .saturating_sub(u32::try_from(serving).unwrap_or(u32::MAX));
+            let budget = job.spec.update.max_unavailable.saturating_sub(down) as usize;
+            let reason = format!("node {} is draining", node.name);
+            stops.extend(moving.take(budget).map(|t| (t.id.clone(), reason.clone())));
+        }
+    }
+    (stops, done)
+}
+
+/// Whether a task counts as up for its job's disruption budget: running, wanted, and healthy
+/// when the job checks health.
+fn serving(job: &Job, task: &Task) -> bool {
+    task.state == TaskState::Running
+        && task.desired == Desired::Run
+        && (job.spec.health.is_none() || task.health == Health::Healthy)
 }
 
 /// Deletes of the job-declared routes whose job ended, is gone, or no longer declares them.

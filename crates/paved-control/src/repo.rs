@@ -275,6 +275,43 @@ impl Repo {
         self.list(&format!("{JOBS}{tenant}/")).await
     }
 
+    /// Lets `f` change a node's record (compare-and-set, retried); `None` when there is none.
+    pub async fn update_node<F>(&self, name: &str, mut f: F) -> Result<Option<Node>, RepoError>
+    where
+        F: FnMut(&mut Node) + Send,
+    {
+        self.update(&format!("{NODES}{name}"), |n: &mut Node| {
+            f(n);
+            Ok(Change::Write)
+        })
+        .await
+    }
+
+    /// Writes what an agent reports of its node, keeping what the control plane decided about
+    /// it: whether it is eligible, and a drain in progress.
+    pub async fn heartbeat_node(&self, node: &Node) -> Result<u64, RepoError> {
+        let key = format!("{NODES}{}", node.name);
+        for _ in 0..MAX_RETRIES {
+            let mut next = node.clone();
+            let expect = match self.get::<Node>(&key).await? {
+                Some(stored) => {
+                    next.eligible = stored.value.eligible;
+                    next.drain_deadline_ms = stored.value.drain_deadline_ms;
+                    Expect::Revision(stored.revision)
+                }
+                None => Expect::Absent,
+            };
+            match self.store.txn(vec![put_op(key.clone(), &next, expect)?]).await {
+                Ok(revision) => return Ok(revision),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Rejected(format!(
+            "{key} is changing too fast to update; retry"
+        )))
+    }
+
     pub async fn put_node(&self, node: &Node) -> Result<u64, RepoError> {
         let op = put_op(format!("{NODES}{}", node.name), node, Expect::Any)?;
         Ok(self.store.txn(vec![op]).await?)

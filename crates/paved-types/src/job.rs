@@ -35,6 +35,22 @@ pub struct JobSpec {
     /// Tier, constraints and distinct_hosts (`[placement]`).
     #[serde(default)]
     pub placement: crate::PlacementSpec,
+    /// How tasks are moved (`[update]`).
+    #[serde(default)]
+    pub update: UpdateSpec,
+}
+
+/// How the platform moves a job's tasks: a drain stops at most `max_unavailable` of a
+/// service's tasks that are not replaced yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSpec {
+    pub max_unavailable: u32,
+}
+
+impl Default for UpdateSpec {
+    fn default() -> Self {
+        UpdateSpec { max_unavailable: 1 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ pub mod units;
 
 pub use job::{
     Driver, HealthCheck, HealthSpec, Job, JobKind, JobSpec, JobState, Network, PortSpec, Resources,
-    RestartPolicy, RestartSpec,
+    RestartPolicy, RestartSpec, UpdateSpec,
 };
 pub use manifest::{ManifestError, ManifestProblem, parse_manifest};
 pub use node::Node;

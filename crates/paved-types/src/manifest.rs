@@ -30,7 +30,8 @@
 //! threshold = 3                # default 3; 1..=100 consecutive failures make it unhealthy
 //! ```
 //!
-//! Routes to the job's tasks: `[[routes]]`, see `routes.rs`. Tier, constraints and
+//! Routes to the job's tasks: `[[routes]]`, see `routes.rs`. `[update] max_unavailable = 1`
+//! (1..=10000): how many of a service's tasks may be down at once while a drain moves them. Tier, constraints and
 //! distinct_hosts: `[placement]`, see `placement.rs`.
 //!
 //! Also at the top level: `network = "host" | "none"` (default "host") and
@@ -60,7 +61,9 @@ use self::rules::{
     argument, cores_in_range, driver, env_name, env_value, instances_for, integer_bytes, job_kind, job_name,
     memory_at_least_min, network, port_name, restart_delay, restart_policy,
 };
-use crate::job::{Driver, JobKind, JobSpec, Network, PortSpec, Resources, RestartPolicy, RestartSpec};
+use crate::job::{
+    Driver, JobKind, JobSpec, Network, PortSpec, Resources, RestartPolicy, RestartSpec, UpdateSpec,
+};
 use crate::units::parse_memory;
 
 /// Every problem found in a manifest, in source order. Displays as one
@@ -158,9 +161,10 @@ enum Place {
     Health,
     Route,
     Placement,
+    Update,
 }
 
-const PLACES: [Place; 7] = [
+const PLACES: [Place; 8] = [
     Place::Top,
     Place::Resources,
     Place::Restart,
@@ -168,6 +172,7 @@ const PLACES: [Place; 7] = [
     Place::Health,
     Place::Route,
     Place::Placement,
+    Place::Update,
 ];
 
 const BOM_LEN: usize = '\u{feff}'.len_utf8();
@@ -191,6 +196,7 @@ impl Place {
                 "image",
                 "routes",
                 "placement",
+                "update",
             ],
             Place::Resources => &["cpu", "memory", "pids"],
             Place::Restart => &["policy", "attempts", "delay"],
@@ -210,6 +216,7 @@ impl Place {
                 "name", "host", "hosts", "path", "port", "sticky", "timeout", "retries",
             ],
             Place::Placement => &["tier", "constraints", "distinct_hosts"],
+            Place::Update => &["max_unavailable"],
         }
     }
 
@@ -222,6 +229,7 @@ impl Place {
             Place::Health => "[health]",
             Place::Route => "[[routes]]",
             Place::Placement => "[placement]",
+            Place::Update => "[update]",
         }
     }
 }
@@ -341,6 +349,7 @@ impl<'t> Checker<'t> {
             .get("placement")
             .map(|v| self.placement(v))
             .unwrap_or_default();
+        let update = table.get("update").map(|v| self.update(v)).unwrap_or_default();
         JobSpec {
             name: name.unwrap_or_default(),
             kind,
@@ -356,6 +365,27 @@ impl<'t> Checker<'t> {
             image,
             routes,
             placement,
+            update,
+        }
+    }
+
+    /// `[update]`: how many of the job's tasks may be down at once while the platform moves
+    /// them (a node drain; rolling deploys later).
+    fn update(&mut self, v: &Item<'_>) -> UpdateSpec {
+        let Some(table) = self.table(v, "update", "[update] with max_unavailable = 1") else {
+            return UpdateSpec::default();
+        };
+        self.unknown_keys(table, "update", Place::Update);
+        let max_unavailable = table.get("max_unavailable").map_or(Some(1), |v| {
+            self.whole(
+                v,
+                "update.max_unavailable",
+                1..=MAX_INSTANCES,
+                "max_unavailable = 1",
+            )
+        });
+        UpdateSpec {
+            max_unavailable: max_unavailable.unwrap_or(1),
         }
     }
 

@@ -32,6 +32,10 @@ pub struct Node {
     /// written before the field existed are eligible.
     #[serde(default = "yes")]
     pub eligible: bool,
+    /// While a drain moves the node's tasks off: when it stops waiting for their jobs'
+    /// disruption budgets and stops what is left (ms since the epoch). `None` once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<u64>,
     /// How many ports its agent hands out to tasks (its port range); `None` from agents that
     /// did not say, which placement treats as no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

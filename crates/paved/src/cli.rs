@@ -198,12 +198,21 @@ pub enum Command {
         target: String,
     },
 
-    /// List the nodes that run tasks.
+    /// List the nodes that run tasks, or drain one (admin).
     ///
-    /// Example:
+    /// A drained node gets no new tasks; its service tasks move to other nodes, at most
+    /// `[update] max_unavailable` of a job at a time (default 1), until --deadline, when the
+    /// rest stop at once. Batch tasks finish where they are.
+    ///
+    /// Examples:
     ///   paved nodes
+    ///   paved nodes drain node-7 --deadline 30m
+    ///   paved nodes undrain node-7
     #[command(verbatim_doc_comment)]
-    Nodes,
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
+    },
 
     /// List tenants, mark one trusted or untrusted, or set its quotas (admin).
     ///
@@ -621,6 +630,19 @@ pub enum MetricsAction {
     },
     /// List every metric paved records, with its kind, tags and meaning.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Move the node's tasks elsewhere and give it no new ones.
+    Drain {
+        node: String,
+        /// How long to honour the jobs' disruption budgets before stopping what is left.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        deadline: Option<std::time::Duration>,
+    },
+    /// Make the node eligible for new tasks again (ends a drain).
+    Undrain { node: String },
 }
 
 #[derive(Debug, Subcommand)]

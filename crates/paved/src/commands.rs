@@ -13,7 +13,7 @@ mod top;
 
 use clap::CommandFactory as _;
 
-use crate::cli::{Cli, Command, GlobalArgs, Output};
+use crate::cli::{Cli, Command, GlobalArgs, NodeAction, Output};
 use crate::client::{Client, TokenSource};
 
 /// What every command may need: how to reach the server and how to print.
@@ -90,7 +90,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Nodes => status::nodes(&ctx).await,
+        Command::Nodes { action: None } => status::nodes(&ctx).await,
+        Command::Nodes {
+            action: Some(NodeAction::Drain { node, deadline }),
+        } => status::drain(&ctx, &node, deadline, false).await,
+        Command::Nodes {
+            action: Some(NodeAction::Undrain { node }),
+        } => status::drain(&ctx, &node, None, true).await,
         Command::Status => status::status(&ctx).await,
         Command::Completions { shell } => completions(shell),
         // `main` runs the shim before any of this exists; reaching here is a bug.

@@ -146,6 +146,32 @@ impl Client {
         ready
     }
 
+    /// Tasks of `job` running and wanted (not being stopped), in all.
+    async fn serving(&self, job: &str) -> usize {
+        let request = pb::ListTasksRequest {
+            job: job.into(),
+            states: vec![],
+        };
+        let Ok(tasks) = self.tasks.clone().list_tasks(request).await else {
+            return 0;
+        };
+        let tasks = tasks.into_inner().tasks;
+        tasks
+            .iter()
+            .filter(|t| t.state == "running" && t.desired == "run")
+            .count()
+    }
+
+    async fn node(&self, name: &str) -> Option<pb::Node> {
+        let nodes = self
+            .nodes
+            .clone()
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .ok()?;
+        nodes.into_inner().nodes.into_iter().find(|n| n.name == name)
+    }
+
     /// Running tasks of `job` per node.
     async fn running(&self, job: &str) -> HashMap<String, usize> {
         let request = pb::ListTasksRequest {
@@ -304,6 +330,102 @@ async fn agents_join_lose_a_node_and_survive_the_leading_server() {
     .await;
     // Agents first (they stop their tasks), then servers; drops go in reverse order.
     drop(one);
+}
+
+/// Runs `paved --server URL --token T ARGS…` and returns its stdout; panics on failure.
+fn cli(server: &str, token: &str, args: &[&str]) -> String {
+    let out = Command::new(PAVED)
+        .args(["--server", server, "--token", token])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_moves_tasks_off_a_node_within_the_jobs_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start("embedded", &dir.path().join("server"));
+    let token = server.token().await;
+    let agent_token = cli(&server.url, &token, &["token", "create", "--role", "agent"]);
+    let agent_token = agent_token.trim();
+    let _a = agent(&server.url, agent_token, "node-a", &dir.path().join("agent-a"));
+    let _b = agent(&server.url, agent_token, "node-b", &dir.path().join("agent-b"));
+    let client = Client::of(&server, &token).await;
+    wait_for_within("both nodes to be ready", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["node-a", "node-b"]
+    })
+    .await;
+    // Another sleep than the other test's, whose count of sleepers this must not change.
+    let steady = sleeper("steady", 4).replace(SLEEP, "7778.5");
+    let manifest = format!("{steady}[update]\nmax_unavailable = 1\n");
+    client
+        .jobs
+        .clone()
+        .create_job(pb::CreateJobRequest {
+            manifest,
+            source: "steady.toml".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_within("2 tasks on each node", Duration::from_secs(60), || async {
+        let running = client.running("steady").await;
+        running.get("node-a") == Some(&2) && running.get("node-b") == Some(&2)
+    })
+    .await;
+
+    // Watch how many tasks serve while node-a drains: never fewer than 4 - max_unavailable.
+    let watching = Client::of(&server, &token).await;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let fewest = tokio::spawn(async move {
+        let mut fewest = usize::MAX;
+        loop {
+            fewest = fewest.min(watching.serving("steady").await);
+            tokio::select! {
+                _ = &mut stopped => return fewest,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    });
+    cli(
+        &server.url,
+        &token,
+        &["nodes", "drain", "node-a", "--deadline", "10m"],
+    );
+    wait_for_within(
+        "node-a to be empty and ineligible",
+        Duration::from_secs(60),
+        || async {
+            let running = client.running("steady").await;
+            let node = client.node("node-a").await;
+            running.get("node-b") == Some(&4)
+                && !running.contains_key("node-a")
+                && node.is_some_and(|n| !n.eligible && n.drain_deadline_ms == 0)
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    let fewest = fewest.await.unwrap();
+    assert!(
+        fewest >= 3,
+        "the drain took {} of 4 tasks down at once",
+        4 - fewest
+    );
+    let listed = cli(&server.url, &token, &["nodes"]);
+    assert!(listed.contains("ineligible"), "{listed}");
+
+    // Undrained, it takes new tasks again.
+    cli(&server.url, &token, &["nodes", "undrain", "node-a"]);
+    cli(&server.url, &token, &["scale", "steady", "6"]);
+    wait_for_within("new tasks on node-a", Duration::from_secs(60), || async {
+        client.running("steady").await.get("node-a").copied().unwrap_or(0) > 0
+    })
+    .await;
 }
 
 /// The sleep every task of this test runs: distinctive, so the test can count its processes.

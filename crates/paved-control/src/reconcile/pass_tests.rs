@@ -29,6 +29,7 @@ fn node(name: &str, cores: f64) -> Node {
         dynamic_ports: None,
         address: String::new(),
         heartbeat_interval_ms: 0,
+        drain_deadline_ms: None,
     }
 }
 

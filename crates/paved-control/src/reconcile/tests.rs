@@ -35,6 +35,7 @@ fn job(kind: JobKind, instances: u32, state: JobState) -> Job {
             image: None,
             routes: vec![],
             placement: Default::default(),
+            update: Default::default(),
         },
         state,
         reason: String::new(),

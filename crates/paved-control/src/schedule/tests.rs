@@ -28,6 +28,7 @@ fn node(name: &str, region: &str, zone: &str, cores: f64, gib: u64) -> Node {
         dynamic_ports: None,
         address: String::new(),
         heartbeat_interval_ms: 0,
+        drain_deadline_ms: None,
     }
 }
 

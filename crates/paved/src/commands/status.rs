@@ -57,6 +57,40 @@ fn fields(status: &Status) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `ready`, `down`, and whether it takes new tasks: `ready, draining` while a drain moves its
+/// tasks, `ready, ineligible` after.
+fn node_state(node: &Node) -> String {
+    match (node.drain_deadline_ms, node.eligible) {
+        (0, true) => node.state.clone(),
+        (0, false) => format!("{}, ineligible", node.state),
+        _ => format!("{}, draining", node.state),
+    }
+}
+
+/// `paved nodes drain NODE` and `paved nodes undrain NODE`.
+pub async fn drain(ctx: &Ctx, node: &str, deadline: Option<Duration>, undo: bool) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let request = paved_api::v1::DrainNodeRequest {
+        name: node.to_owned(),
+        deadline_ms: deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        undo,
+    };
+    let node = client.nodes().drain_node(request).await.answer(&client)?;
+    if ctx.json() {
+        return output::print_json(&node);
+    }
+    if undo {
+        println!("node {} is eligible for new tasks again", node.name);
+    } else {
+        println!(
+            "draining node {}: its tasks move elsewhere within each job's [update] max_unavailable; \
+             `paved nodes` shows it `ineligible` once empty",
+            node.name
+        );
+    }
+    Ok(())
+}
+
 fn table(nodes: &[Node], now: u64) -> Table {
     let mut table = Table::new(&[
         "NAME", "STATE", "REGION", "ZONE", "CPU", "MEMORY", "TASKS", "AGENT", "SEEN", "LABELS", "RUNTIME",
@@ -64,7 +98,7 @@ fn table(nodes: &[Node], now: u64) -> Table {
     for node in nodes {
         table.row(vec![
             node.name.clone(),
-            node.state.clone(),
+            node_state(node),
             output::or_dash(&node.region),
             output::or_dash(&node.zone),
             node.cpu.to_string(),
