@@ -43,7 +43,9 @@ impl Ids {
     }
 
     pub fn task_id(&self, job_id: &str) -> String {
-        format!("{job_id}-{:04x}", self.next() as u16)
+        // 24 bits: a 10,000-task job draws a taken id about three times (the creator then
+        // draws again), rather than a thousand times with 16.
+        format!("{job_id}-{:06x}", self.next() & 0xff_ffff)
     }
 
     /// A secret for an API token: 32 random bytes, hex.

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::env::{Clock, Ids};
 use crate::mirror::{Changes, Mirror};
-use crate::repo::{Change, Repo, RepoError, task_key};
+use crate::repo::{Change, Repo, RepoError, put_op, task_key};
 use crate::routing::{FAULTS, ROUTES, job_owner};
 use crate::schedule::{Cluster, preemption_reason};
 
@@ -58,6 +58,9 @@ const TICK: Duration = Duration::from_secs(1);
 const NODE_TIMEOUT: Duration = Duration::from_secs(15);
 /// However often a node reports, it may be silent this long.
 const MIN_NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most tasks created in one commit: big enough that a 10,000-task job takes 100 durable
+/// writes, small enough for etcd's default limit of 128 operations per transaction.
+const CREATE_BATCH: usize = 100;
 /// After the store's watch broke, before listing again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -350,9 +353,7 @@ impl Reconciler {
         if let Some(cluster) = cluster.filter(|_| !plan.create.is_empty()) {
             let decision = cluster.place(job, &plan.create);
             self.preempt(job, &decision.preempt).await?;
-            for (slot, node) in &decision.placed {
-                self.create_task(job, *slot, node).await?;
-            }
+            self.create_tasks(job, &decision.placed).await?;
             let placements = self.registry.counter(&SCHEDULER_PLACEMENTS);
             let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
             if !decision.placed.is_empty() {
@@ -407,8 +408,38 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn create_task(&self, job: &Job, index: u32, node: &str) -> Result<(), RepoError> {
-        let task = Task {
+    /// Writes the placed tasks, `CREATE_BATCH` to a commit: one durable write per batch, not
+    /// per task. A task id that happens to be taken (ids are random) fails its batch, which is
+    /// written again with fresh ids.
+    async fn create_tasks(&self, job: &Job, placed: &[(u32, String)]) -> Result<(), RepoError> {
+        for batch in placed.chunks(CREATE_BATCH) {
+            let mut attempts = 0;
+            loop {
+                let tasks: Vec<Task> = batch
+                    .iter()
+                    .map(|(slot, node)| self.new_task(job, *slot, node))
+                    .collect();
+                let ops = tasks
+                    .iter()
+                    .map(|t| {
+                        let key = task_key(&t.id)
+                            .ok_or_else(|| RepoError::Rejected(format!("bad task id {}", t.id)))?;
+                        put_op(key, t, Expect::Absent)
+                    })
+                    .collect::<Result<Vec<Op>, RepoError>>()?;
+                match self.repo.commit(ops).await {
+                    Ok(_) => break,
+                    Err(RepoError::Store(StoreError::Conflict { .. })) if attempts < 8 => attempts += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            debug!(job = %job.spec.name, tasks = batch.len(), "tasks placed");
+        }
+        Ok(())
+    }
+
+    fn new_task(&self, job: &Job, index: u32, node: &str) -> Task {
+        Task {
             id: self.ids.task_id(&job.id),
             job_id: job.id.clone(),
             job_name: job.spec.name.clone(),
@@ -428,10 +459,7 @@ impl Reconciler {
             finished_at_ms: None,
             health: Health::Unknown,
             health_detail: String::new(),
-        };
-        debug!(job = %job.spec.name, task = %task.id, index, node, "task placed");
-        self.repo.put_task(&task, Expect::Absent).await?;
-        Ok(())
+        }
     }
 }
 

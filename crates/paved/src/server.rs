@@ -27,6 +27,8 @@ use crate::up::{Platform, PlatformOptions, shutdown_signal};
 /// How long a leader's lease lasts: the longest the control loops stand still after a leader
 /// dies.
 const LEADER_TTL: Duration = Duration::from_secs(3);
+/// Longest an agent waits for a server to answer a call (a watch's stream may last longer).
+const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between two campaigns that failed (etcd unreachable).
 const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
 
@@ -111,7 +113,14 @@ pub async fn run_agent(args: AgentArgs, server: String, token: TokenSource) -> a
     let token = token.read()?;
     let mut channels = Vec::new();
     for url in server.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        channels.push((url.to_owned(), endpoint(url)?.connect_lazy()));
+        // Pings find a connection a partition killed in seconds, so the watch breaks and the
+        // agent reconnects once the network heals, rather than waiting on a dead socket.
+        let endpoint = endpoint(url)?
+            .timeout(AGENT_CALL_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true);
+        channels.push((url.to_owned(), endpoint.connect_lazy()));
     }
     let name = args.name.clone().unwrap_or_else(hostname);
     let store = RemoteStore::new(channels, &token, &name)?;

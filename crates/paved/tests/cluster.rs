@@ -433,11 +433,159 @@ const SLEEP: &str = "7777.25";
 
 /// Processes running this test's sleep, on the whole machine.
 fn sleepers() -> usize {
+    count_sleeps(SLEEP)
+}
+
+/// A network namespace joined to the host by a veth pair, removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+}
+
+impl Netns {
+    fn create(tag: u32) -> Netns {
+        let name = format!("pvd-part-{tag}");
+        let (host_if, ns_if) = (format!("pvh{tag}"), format!("pvn{tag}"));
+        let subnet = 200 + tag % 50;
+        let (host_ip, ns_ip) = (format!("10.231.{subnet}.1"), format!("10.231.{subnet}.2"));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", &name, "ip"];
+            full.extend_from_slice(args);
+            ip(&full);
+        };
+        inside(&["addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if]);
+        inside(&["link", "set", &ns_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        Netns {
+            name,
+            host_if,
+            host_ip,
+        }
+    }
+
+    /// Cuts (`false`) or restores (`true`) the link.
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let status = Command::new("ip")
+            .args(["link", "set", &self.host_if, state])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_loses_its_tasks_and_stops_them_when_it_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Netns::create(std::process::id() % 10_000);
+    // The server listens where the namespace can reach it: the host end of the veth.
+    let listen = {
+        let probe = TcpListener::bind((net.host_ip.as_str(), 0)).unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let data = dir.path().join("server");
+    let server = Server {
+        proc: Proc::spawn(&["server", "--listen", &listen, "--data", data.to_str().unwrap()]),
+        url: format!("http://{listen}"),
+        data,
+    };
+    let token = server.token().await;
+    let agent_token = cli(&server.url, &token, &["token", "create", "--role", "agent"]);
+    let agent_token = agent_token.trim();
+    // node-far runs inside the namespace; node-near on the host.
+    let far_data = dir.path().join("agent-far");
+    let _far = Proc {
+        // nsenter switches only the network namespace; `ip netns exec` would also give the
+        // agent a mount namespace with /sys remounted, hiding the cgroups the sandbox needs.
+        child: Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", net.name))
+            .args([PAVED, "agent", "--server", &server.url])
+            .args(["--token", agent_token, "--name", "node-far", "--zone", "far"])
+            .args(["--heartbeat", "500ms", "--data", far_data.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    };
+    let _near = agent(
+        &server.url,
+        agent_token,
+        "node-near",
+        &dir.path().join("agent-near"),
+    );
+    let client = Client::of(&server, &token).await;
+    wait_for_within("both nodes to be ready", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["node-far", "node-near"]
+    })
+    .await;
+    let sleep = "7779.75";
+    let job = sleeper("apart", 2).replace(SLEEP, sleep);
+    client
+        .jobs
+        .clone()
+        .create_job(pb::CreateJobRequest {
+            manifest: job,
+            source: "apart.toml".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_within("a task on each node", Duration::from_secs(60), || async {
+        let running = client.running("apart").await;
+        running.get("node-far") == Some(&1) && running.get("node-near") == Some(&1)
+    })
+    .await;
+
+    // Partitioned, node-far goes down and its task is placed on node-near; node-far's copy
+    // keeps running meanwhile (it cannot hear that it should stop).
+    net.link(false);
+    wait_for_within("the far task to be replaced", Duration::from_secs(60), || async {
+        client.running("apart").await.get("node-near") == Some(&2)
+    })
+    .await;
+    assert_eq!(client.ready_nodes().await, ["node-near"]);
+    assert_eq!(
+        count_sleeps(sleep),
+        3,
+        "the far node's copy runs on during the partition"
+    );
+
+    // Healed, node-far comes back, learns its task was lost, and stops the duplicate.
+    net.link(true);
+    wait_for_within("node-far to be ready again", Duration::from_secs(60), || async {
+        client.ready_nodes().await == ["node-far", "node-near"]
+    })
+    .await;
+    wait_for_within("the duplicate to stop", Duration::from_secs(60), || async {
+        count_sleeps(sleep) == 2
+    })
+    .await;
+    assert_eq!(client.running("apart").await.get("node-near"), Some(&2));
+}
+
+/// Processes running `sleep <arg>` on the whole machine.
+fn count_sleeps(arg: &str) -> usize {
     let mut count = 0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == SLEEP.as_bytes() {
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == arg.as_bytes() {
             count += 1;
         }
     }
