@@ -129,8 +129,24 @@ impl Scope<'_> {
 }
 
 /// Whether the task record in `value` is placed on `node`.
+///
+/// Every watcher sees every task write, so the common answer (another node's task) must be
+/// cheap: the record's JSON is searched for `"node":"<node>"` first, and decoded only on a
+/// match. The pattern cannot match inside a string value (its quotes would be escaped) and no
+/// other field of a task holds a string under the key `node`.
 fn task_on(value: &[u8], node: &str) -> bool {
-    serde_json::from_slice::<Task>(value).is_ok_and(|t| t.node == node)
+    task_on_matching(value, node, &node_pattern(node))
+}
+
+/// What a task record placed on `node` contains: `"node":"<node>"`.
+fn node_pattern(node: &str) -> Vec<u8> {
+    format!("\"node\":{}", serde_json::Value::from(node)).into_bytes()
+}
+
+/// [`task_on`] with the node's pattern made once.
+fn task_on_matching(value: &[u8], node: &str, pattern: &[u8]) -> bool {
+    value.windows(pattern.len()).any(|w| w == pattern)
+        && serde_json::from_slice::<Task>(value).is_ok_and(|t| t.node == node)
 }
 
 fn kv_message(kv: KeyValue) -> pb::StoreKeyValue {
@@ -285,12 +301,13 @@ impl NodeStore for Api {
             .watch(&prefix, after)
             .await
             .map_err(|e| ApiError::from(RepoError::from(e)))?;
+        let pattern = node_pattern(&node);
         let stream = events.filter_map(move |event| {
             let item = match event {
                 Err(e) => Some(Err(Status::from(ApiError::from(RepoError::from(e))))),
                 Ok(e) => {
                     let kind = match e.kind {
-                        EventKind::Put if task_on(&e.value, &node) => {
+                        EventKind::Put if task_on_matching(&e.value, &node, &pattern) => {
                             mine.insert(e.key.clone());
                             Some("put")
                         }

@@ -56,8 +56,9 @@ pub struct Reconciler {
 const TICK: Duration = Duration::from_secs(1);
 /// How long a node that does not say how often it reports may stay silent before it is down.
 const NODE_TIMEOUT: Duration = Duration::from_secs(15);
-/// However often a node reports, it may be silent this long.
-const MIN_NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// However often a node reports, it may be silent this long: a busy server or network may
+/// delay a few heartbeats, and declaring a live node down moves all its work.
+const MIN_NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most tasks created in one commit: big enough that a 10,000-task job takes 100 durable
 /// writes, small enough for etcd's default limit of 128 operations per transaction.
 const CREATE_BATCH: usize = 100;
