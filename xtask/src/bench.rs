@@ -349,6 +349,18 @@ impl Server {
         Server::start_role(root, &["server"], Some("warn"))
     }
 
+    /// Starts `paved server` on the etcd cluster at `url`.
+    pub(crate) fn start_etcd(root: &Path, url: &str) -> anyhow::Result<Server> {
+        Server::start_role(root, &["server", "--store", url], Some("warn"))
+    }
+
+    /// Kills the server with SIGKILL, at once; returns its data directory for the caller to drop.
+    pub(crate) fn kill9(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self._data, TempDir(std::path::PathBuf::new()))
+    }
+
     /// Starts `paved up`, with `RUST_LOG` set to `log` when given (and not set by the caller).
     fn start_logging(root: &Path, log: Option<&str>) -> anyhow::Result<Server> {
         Server::start_role(root, &["up", "--no-proxy"], log)
@@ -396,6 +408,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Already ended and reaped (`kill9`): its pid may belong to someone else by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM lets paved stop its tasks; SIGKILL only if it hangs.
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);

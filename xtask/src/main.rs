@@ -8,9 +8,11 @@
 //! - `cargo xtask bench start [--runs N]`: sandbox task start latency against `runc run`.
 //! - `cargo xtask bench proxy`: paved's proxy against nginx as a reverse proxy, with wrk.
 //! - `cargo xtask bench cluster`: a server and 100 in-process agents placing 10,000 tasks.
+//! - `cargo xtask bench failover`: how long the control loops stand still when their leader dies.
 
 mod bench;
 mod bench_cluster;
+mod bench_failover;
 mod bench_proxy;
 mod bench_start;
 
@@ -31,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         ["bench", "idle-tasks"] => bench::idle_tasks(&root()?, bench::IDLE_TASKS),
         ["bench", "proxy"] => bench_proxy::proxy(&root()?),
         ["bench", "cluster"] => bench_cluster::cluster(&root()?),
+        ["bench", "failover"] => bench_failover::failover(&root()?),
         ["bench", "start"] => bench_start::start(&root()?, bench_start::DEFAULT_RUNS),
         ["bench", "start", "--runs", n] => match n.parse() {
             Ok(runs) if runs > 0 => bench_start::start(&root()?, runs),
@@ -42,7 +45,7 @@ fn main() -> anyhow::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle|bench idle-tasks|bench start [--runs N]|bench proxy|bench cluster>"
+        "usage: cargo xtask <test [cargo test args]|tidy|bench api|bench idle|bench idle-tasks|bench start [--runs N]|bench proxy|bench cluster|bench failover>"
     );
     std::process::exit(2);
 }
