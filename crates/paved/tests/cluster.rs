@@ -591,3 +591,81 @@ fn count_sleeps(arg: &str) -> usize {
     }
     count
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_job_preempts_flex_tasks_on_a_full_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start("embedded", &dir.path().join("server"));
+    let token = server.token().await;
+    let agent_token = cli(&server.url, &token, &["token", "create", "--role", "agent"]);
+    // One node of one core.
+    let data = dir.path().join("agent-small");
+    let _small = Proc::spawn(&[
+        "agent",
+        "--server",
+        &server.url,
+        "--token",
+        agent_token.trim(),
+        "--name",
+        "small",
+        "--cpu",
+        "1",
+        "--heartbeat",
+        "500ms",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let client = Client::of(&server, &token).await;
+    wait_for_within("the node to be ready", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["small"]
+    })
+    .await;
+    let job = |name: &str, instances: u32, cpu: &str, tier: &str| {
+        format!(
+            "name = \"{name}\"\nkind = \"service\"\ninstances = {instances}\ncommand = [\"sleep\", \"7781.5\"]\n\
+             [resources]\ncpu = {cpu}\nmemory = \"16MiB\"\n[placement]\ntier = \"{tier}\"\n"
+        )
+    };
+    let submit = |manifest: String| {
+        let mut jobs = client.jobs.clone();
+        async move {
+            let request = pb::CreateJobRequest {
+                manifest,
+                source: "t.toml".into(),
+            };
+            jobs.create_job(request).await.unwrap();
+        }
+    };
+    // Flex tasks fill the node.
+    submit(job("batchy", 4, "0.25", "flex")).await;
+    wait_for_within(
+        "the flex tasks to fill the node",
+        Duration::from_secs(60),
+        || async { client.running("batchy").await.get("small") == Some(&4) },
+    )
+    .await;
+    // A critical job needs half of it: two flex tasks make room, the rest wait, saying why.
+    submit(job("vital", 1, "0.5", "critical")).await;
+    wait_for_within("the critical task to run", Duration::from_secs(60), || async {
+        client.running("vital").await.get("small") == Some(&1)
+    })
+    .await;
+    wait_for_within(
+        "two flex tasks to be preempted",
+        Duration::from_secs(60),
+        || async { client.running("batchy").await.get("small") == Some(&2) },
+    )
+    .await;
+    let flex = client
+        .jobs
+        .clone()
+        .get_job(pb::GetJobRequest { job: "batchy".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        flex.reason.contains("insufficient cpu"),
+        "the flex job says why its tasks wait: {}",
+        flex.reason
+    );
+}
