@@ -48,12 +48,6 @@ pub struct Changes {
     pub faults: bool,
 }
 
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && !self.nodes && !self.routes && !self.faults
-    }
-}
-
 impl Mirror {
     /// Lists what the store holds now and starts following it.
     pub async fn start(repo: &Repo) -> Result<Mirror, RepoError> {
@@ -95,9 +89,7 @@ impl Mirror {
     /// Applies every event already delivered, without waiting.
     pub fn catch_up(&mut self) -> Result<Changes, RepoError> {
         let mut changes = Changes::default();
-        while let Some(event) = self.stream().next().now_or_never() {
-            self.apply(event, &mut changes)?;
-        }
+        self.catch_up_into(&mut changes)?;
         Ok(changes)
     }
 

@@ -108,11 +108,6 @@ impl Reconciler {
         self
     }
 
-    /// [`Reconciler::run`], for a caller that holds it shared (and may stop and start it).
-    pub async fn run_shared(&self) {
-        self.run().await
-    }
-
     /// Runs passes until the process ends: after every store change (over the jobs it
     /// touched), and over every job at least every `TICK`. A poke through `wake` makes it look
     /// at once.

@@ -60,7 +60,7 @@ pub async fn control_loops(reconciler: Reconciler, etcd: Option<EtcdStore>, list
         let looping = reconciler.clone();
         tokio::select! {
             () = leadership.lost() => warn!(candidate, "leadership lost: control loops stopped"),
-            () = async move { looping.run_shared().await } => {}
+            () = async move { looping.run().await } => {}
         }
     }
 }
