@@ -8,11 +8,13 @@ mod image;
 mod ports;
 mod record;
 mod remote;
+mod session;
 mod stats;
 mod supervisor;
 
 pub use image::REGISTRIES_FILE;
 pub use remote::RemoteStore;
+pub use session::keep_sessions;
 pub use stats::{STATS_INTERVAL, Sample};
 
 use std::collections::{BTreeMap, HashMap};
@@ -219,6 +221,28 @@ impl Agent {
     /// The latest resource usage of a task running here.
     pub fn stats(&self, task_id: &str) -> Option<Sample> {
         self.lock_stats().get(task_id)
+    }
+
+    /// The latest resource usage of every task running here, by task id.
+    pub fn samples(&self) -> Vec<(String, Sample)> {
+        self.lock_stats().samples()
+    }
+
+    /// The log of task `task_id`, as [`Agent::logs`] reads it; for a server that asks by id.
+    pub async fn logs_of(
+        &self,
+        task_id: &str,
+        stderr: bool,
+        tail_bytes: u64,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<Bytes, String>>, AgentError> {
+        let task = self
+            .inner
+            .repo
+            .task(task_id)
+            .await?
+            .ok_or_else(|| AgentError::NoLogs(task_id.to_owned()))?;
+        self.logs(&task.value, stderr, tail_bytes, follow)
     }
 
     async fn sample_stats(&self) {

@@ -31,7 +31,7 @@ impl Interceptor for NodeAuth {
     }
 }
 
-type Client = NodeStoreClient<InterceptedService<Channel, NodeAuth>>;
+pub(crate) type Client = NodeStoreClient<InterceptedService<Channel, NodeAuth>>;
 
 /// A [`Store`] reached through the `NodeStore` service of one of several servers: a call that
 /// cannot reach one server goes to the next.
@@ -61,6 +61,11 @@ impl RemoteStore {
             servers: Arc::new(servers),
             current: Arc::default(),
         })
+    }
+
+    /// Every server, by URL, with its client.
+    pub(crate) fn servers(&self) -> &[(String, Client)] {
+        &self.servers
     }
 
     /// Makes `call` on the current server, then on each other one while servers are

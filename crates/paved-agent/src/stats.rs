@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use paved_runtime::{Runtime, TaskRecord, TaskStats};
 use paved_telemetry::Emitter;
-use paved_telemetry::catalog::{TASK_CPU, TASK_MEMORY, TASK_MEMORY_PEAK, TASK_PIDS};
+use paved_telemetry::catalog::emit_task_usage;
 
 /// How often running tasks are sampled.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
@@ -50,6 +50,14 @@ impl StatsTable {
         self.samples.get(task_id).map(|(sample, _)| *sample)
     }
 
+    /// Every sampled task's latest sample.
+    pub(crate) fn samples(&self) -> Vec<(String, Sample)> {
+        self.samples
+            .iter()
+            .map(|(task_id, (sample, _))| (task_id.clone(), *sample))
+            .collect()
+    }
+
     pub(crate) fn records(&self) -> Vec<TaskRecord> {
         self.running.values().map(|(record, _)| record.clone()).collect()
     }
@@ -68,10 +76,14 @@ impl StatsTable {
                 ("node", node),
             ];
             let stats = &sample.stats;
-            out.counter(&TASK_CPU, &labels, stats.cpu_usage_ns as f64 / 1e9);
-            out.gauge(&TASK_MEMORY, &labels, stats.memory_bytes as f64);
-            out.gauge(&TASK_MEMORY_PEAK, &labels, stats.memory_peak_bytes as f64);
-            out.gauge(&TASK_PIDS, &labels, stats.pids as f64);
+            emit_task_usage(
+                out,
+                &labels,
+                stats.cpu_usage_ns,
+                stats.memory_bytes,
+                stats.memory_peak_bytes,
+                stats.pids,
+            );
         }
     }
 

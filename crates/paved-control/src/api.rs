@@ -24,6 +24,7 @@ use crate::caller::Caller;
 use crate::convert;
 use crate::env::{Clock, Ids};
 use crate::error::ApiError;
+use crate::hub::{AgentHub, RemoteTasks, no_session};
 use crate::metrics::Telemetry;
 use crate::reconcile::stop_task;
 use crate::repo::{Change, Quota, Repo, RepoError, Versioned, job_id_key};
@@ -63,7 +64,10 @@ struct Inner {
     repo: Repo,
     clock: Arc<dyn Clock>,
     ids: Ids,
+    /// The agent in this process, if one runs here.
     logs: Option<Arc<dyn TaskSource>>,
+    /// Agents elsewhere, through their sessions with this server.
+    remote: RemoteTasks,
     info: ServerInfo,
     /// Pokes the reconciler after a write, so tasks follow a change at once.
     wake: Arc<Notify>,
@@ -93,6 +97,7 @@ impl Api {
     ) -> Self {
         Api {
             inner: Arc::new(Inner {
+                remote: RemoteTasks(AgentHub::new(repo.clone())),
                 repo,
                 clock,
                 ids,
@@ -108,6 +113,21 @@ impl Api {
     /// A fresh id for a fault.
     pub(crate) fn new_fault_id(&self) -> String {
         format!("f-{}", self.inner.ids.job_id())
+    }
+
+    /// The sessions of agents on other machines.
+    pub fn agents(&self) -> &Arc<AgentHub> {
+        &self.inner.remote.0
+    }
+
+    /// Who can read `task`'s logs and stats: its node's session with this server, or else the
+    /// agent in this process.
+    fn source_for(&self, task: &Task) -> Option<&dyn TaskSource> {
+        if self.inner.remote.0.connected(&task.node) {
+            Some(&self.inner.remote)
+        } else {
+            self.inner.logs.as_deref()
+        }
     }
 
     pub fn telemetry(&self) -> &Telemetry {
@@ -412,7 +432,7 @@ impl Api {
     fn task_with_stats(&self, task: &Task) -> pb::Task {
         let mut shown = convert::task(task);
         if task.state == TaskState::Running {
-            shown.stats = self.inner.logs.as_ref().and_then(|source| source.stats(task));
+            shown.stats = self.source_for(task).and_then(|source| source.stats(task));
         }
         shown
     }
@@ -536,9 +556,7 @@ impl Api {
             }
         };
         let task = self.resolve_task(caller, &req.task).await?;
-        let source = self.inner.logs.as_ref().ok_or_else(|| {
-            ApiError::FailedPrecondition("this server runs no agent and cannot read task logs".into())
-        })?;
+        let source = self.source_for(&task).ok_or_else(|| no_session(&task.node))?;
         let mut chunks = source.open(&task, stderr, req.tail_bytes, req.follow).await?;
         let (tx, rx) = mpsc::channel(16);
         let repo = self.inner.repo.clone();

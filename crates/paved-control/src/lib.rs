@@ -10,6 +10,7 @@ pub mod edge;
 pub mod env;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod mirror;
 pub mod nodestore;

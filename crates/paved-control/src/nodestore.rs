@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use paved_api::v1::{self as pb, node_store_server::NodeStore};
 use paved_store::{EventKind, Expect, KeyValue, Op, StoreError};
 use paved_types::{Job, Node, Task};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::Api;
 use crate::caller::{Caller, Role};
@@ -26,6 +26,7 @@ pub const NODE_HEADER: &str = "x-paved-node";
 
 type ApiResult<T> = Result<Response<T>, Status>;
 pub type NodeEventStream = Pin<Box<dyn Stream<Item = Result<pb::NodeStoreEvent, Status>> + Send>>;
+pub type ServerMessageStream = Pin<Box<dyn Stream<Item = Result<pb::ServerMessage, Status>> + Send>>;
 
 /// The node a request speaks for, from its metadata; only agent and admin tokens speak for
 /// nodes.
@@ -187,6 +188,14 @@ fn op_of(m: pb::StoreOp) -> Result<Op, ApiError> {
 #[tonic::async_trait]
 impl NodeStore for Api {
     type WatchStream = NodeEventStream;
+    type SessionStream = ServerMessageStream;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> ApiResult<ServerMessageStream> {
+        let node = node_of(&req)?;
+        let (session, commands) = self.agents().open(&node);
+        tokio::spawn(session.serve(req.into_inner()));
+        Ok(Response::new(Box::pin(commands.map(Ok))))
+    }
 
     async fn get(&self, req: Request<pb::NodeStoreGetRequest>) -> ApiResult<pb::NodeStoreGetResponse> {
         let scope = Scope {

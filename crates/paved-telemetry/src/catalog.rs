@@ -200,6 +200,22 @@ pub static TASK_PIDS: GaugeDef = GaugeDef::new(
     "Processes and threads in the task's cgroup.",
 );
 
+/// One task's usage as its `paved_task_*` series: what a node's agent measures and what a
+/// server shows for a remote node's tasks; `labels` are tenant, job, task and node.
+pub fn emit_task_usage(
+    out: &mut crate::Emitter<'_>,
+    labels: &[(&str, &str)],
+    cpu_usage_ns: u64,
+    memory_bytes: u64,
+    memory_peak_bytes: u64,
+    pids: u64,
+) {
+    out.counter(&TASK_CPU, labels, cpu_usage_ns as f64 / 1e9);
+    out.gauge(&TASK_MEMORY, labels, memory_bytes as f64);
+    out.gauge(&TASK_MEMORY_PEAK, labels, memory_peak_bytes as f64);
+    out.gauge(&TASK_PIDS, labels, pids as f64);
+}
+
 // ---- the edge proxy ------------------------------------------------------------------------------
 
 const ROUTE_JOB: &[&str] = &["route", "job"];

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paved_agent::{Agent, AgentConfig, RemoteStore};
+use paved_agent::{Agent, AgentConfig, RemoteStore, keep_sessions};
 use paved_control::reconcile::Reconciler;
 use paved_control::{Clock, Repo, SystemClock};
 use paved_runtime::Drivers;
@@ -124,7 +124,7 @@ pub async fn run_agent(args: AgentArgs, server: String, token: TokenSource) -> a
     }
     let name = args.name.clone().unwrap_or_else(hostname);
     let store = RemoteStore::new(channels, &token, &name)?;
-    let repo = Repo::new(Arc::new(store));
+    let repo = Repo::new(Arc::new(store.clone()));
     let data = args.data.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let config = AgentConfig {
@@ -152,6 +152,8 @@ pub async fn run_agent(args: AgentArgs, server: String, token: TokenSource) -> a
         .await
         .with_context(|| format!("cannot register node {name} with {server}"))?;
     println!("paved agent: node {name} joined {server}; Ctrl-C stops it and its tasks");
+    // Task usage and logs go up these; every server can then answer for this node.
+    let sessions = keep_sessions(&agent, &store);
     let running = {
         let agent = agent.clone();
         tokio::spawn(async move {
@@ -166,6 +168,9 @@ pub async fn run_agent(args: AgentArgs, server: String, token: TokenSource) -> a
     shutdown_signal().await;
     running.abort();
     agent.shutdown().await;
+    for session in sessions {
+        session.abort();
+    }
     Ok(())
 }
 

@@ -199,6 +199,9 @@ impl Platform {
             telemetry.clone(),
             tokens.clone(),
         );
+        // Remote agents' task usage, as the local agent's collector emits its own.
+        let agents = api.agents().clone();
+        telemetry.registry.register_collector(move |out| agents.emit(out));
         let router = server::router(api.clone(), tokens).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -704,6 +704,50 @@ async fn a_node_sees_and_writes_only_its_own_records() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // Usage it reports for a task not on it counts for nothing; its own node's report does.
+    let report = |memory_bytes| pb::AgentMessage {
+        stats: Some(pb::TaskStatsReport {
+            tasks: vec![pb::ReportedTaskStats {
+                task_id: task.id.clone(),
+                stats: Some(pb::TaskStats {
+                    memory_bytes,
+                    pids: 1,
+                    ..Default::default()
+                }),
+            }],
+        }),
+        log: None,
+    };
+    let (spoof, spoofed) = tokio::sync::mpsc::channel(1);
+    spoof.send(report(999)).await.unwrap();
+    let _spoofing = other
+        .session(tokio_stream::wrappers::ReceiverStream::new(spoofed))
+        .await
+        .unwrap();
+    let (honest, reported) = tokio::sync::mpsc::channel(1);
+    honest.send(report(111)).await.unwrap();
+    let _reporting = own
+        .session(tokio_stream::wrappers::ReceiverStream::new(reported))
+        .await
+        .unwrap();
+    wait_for("the node's own report to show", || async {
+        let shown = p.running("mine").await.remove(0).stats;
+        shown.is_some_and(|s| s.memory_bytes == 111)
+    })
+    .await;
+    let text = reqwest::Client::new()
+        .get(p.url("/metrics"))
+        .bearer_auth(&p.platform.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("node=\"other-node\""),
+        "a spoofed report became series:\n{text}"
+    );
     // The task is untouched.
     assert_eq!(p.running("mine").await.len(), 1);
     p.stop().await;

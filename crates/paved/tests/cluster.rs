@@ -669,3 +669,101 @@ async fn a_critical_job_preempts_flex_tasks_on_a_full_node() {
         flex.reason
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_shows_a_remote_tasks_logs_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdCluster::start(3)
+        .await
+        .expect("a three-member etcd (run `cargo xtask test`)");
+    let store = etcd.url("/sessions-test");
+    let first = Server::start(&store, &dir.path().join("server-1"));
+    let token = first.token().await;
+    let second = Server::start(&store, &dir.path().join("server-2"));
+    second.token().await;
+    let servers = format!("{},{}", first.url, second.url);
+    let _agent = agent(&servers, &token, "node-1", &dir.path().join("agent-1"));
+    let client = Client::of(&first, &token).await;
+    wait_for_within("the node to be ready", Duration::from_secs(30), || async {
+        client.ready_nodes().await == ["node-1"]
+    })
+    .await;
+    let manifest = "name = \"chatty\"\nkind = \"service\"\n\
+        command = [\"/bin/sh\", \"-c\", \"echo hello from afar; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done\"]\n\
+        [resources]\ncpu = 0.05\nmemory = \"16MiB\"\n";
+    client
+        .jobs
+        .clone()
+        .create_job(pb::CreateJobRequest {
+            manifest: manifest.into(),
+            source: "chatty.toml".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_within("the task to run", Duration::from_secs(60), || async {
+        client.serving("chatty").await == 1
+    })
+    .await;
+
+    for server in [&first, &second] {
+        // Its log, read through either server, though the task runs on neither.
+        let logs = cli(&server.url, &token, &["logs", "chatty"]);
+        assert!(logs.starts_with("hello from afar\n"), "{logs:?}");
+        // Its usage, measured by the agent and shown by either server.
+        let client = Client::of(server, &token).await;
+        wait_for_within("the task's usage", Duration::from_secs(30), || async {
+            let request = pb::ListTasksRequest {
+                job: "chatty".into(),
+                states: vec![],
+            };
+            let tasks = client.tasks.clone().list_tasks(request).await.unwrap();
+            let tasks = tasks.into_inner().tasks;
+            tasks
+                .iter()
+                .any(|t| t.stats.as_ref().is_some_and(|s| s.memory_bytes > 0 && s.pids > 0))
+        })
+        .await;
+        // And as series of the server's own metrics, tagged with the task's owner and node.
+        wait_for_within("the task's series", Duration::from_secs(30), || async {
+            let text = reqwest::Client::new()
+                .get(format!("{}/metrics", server.url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines().any(|line| {
+                line.starts_with("paved_task_memory_bytes{job=\"chatty\",node=\"node-1\",task=\"")
+                    && line.contains("tenant=\"default\"")
+            })
+        })
+        .await;
+    }
+
+    // A follower gets the lines the task writes after it started reading, through the server.
+    let mut follower = Command::new(PAVED)
+        .args(["--server", &second.url, "--token", &token])
+        .args(["logs", "--follow", "--tail", "1", "chatty"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let ticks = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.starts_with("tick "))
+            .take(10)
+            .count()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ticks.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(ticks.join().unwrap(), 10, "a follower sees the task's new lines");
+}
