@@ -210,15 +210,8 @@ impl Api {
     }
 
     async fn job_message(&self, job: &Job) -> Result<pb::Job, ApiError> {
-        let tasks: Vec<Task> = self
-            .inner
-            .repo
-            .tasks_of(&job.id)
-            .await?
-            .into_iter()
-            .map(|t| t.value)
-            .collect();
-        Ok(convert::job(job, &tasks))
+        let states = self.inner.repo.task_states_of(&job.id).await?;
+        Ok(convert::job(job, states))
     }
 
     async fn create(&self, caller: &Caller, req: pb::CreateJobRequest) -> Result<pb::Job, ApiError> {
@@ -291,7 +284,7 @@ impl Api {
         }
         tracing::info!(job = %job.spec.name, id = %job.id, tenant = %job.tenant, kind = job.spec.kind.as_str(), "job created");
         self.inner.wake.notify_one();
-        Ok(convert::job(&job, &[]))
+        Ok(convert::job(&job, []))
     }
 
     async fn scale(&self, caller: &Caller, req: pb::ScaleJobRequest) -> Result<pb::Job, ApiError> {
@@ -378,10 +371,10 @@ impl Api {
                 ));
             }
         }
-        let mut by_job: HashMap<String, Vec<Task>> = HashMap::new();
+        let mut by_job: HashMap<String, Vec<TaskState>> = HashMap::new();
         for t in self.inner.repo.tasks().await? {
             if caller.sees(&t.value.tenant) {
-                by_job.entry(t.value.job_id.clone()).or_default().push(t.value);
+                by_job.entry(t.value.job_id).or_default().push(t.value.state);
             }
         }
         let mut jobs: Vec<pb::Job> = self
@@ -392,7 +385,10 @@ impl Api {
             .into_iter()
             .filter(|j| caller.sees(&j.value.tenant))
             .filter(|j| req.states.is_empty() || req.states.iter().any(|s| s == j.value.state.as_str()))
-            .map(|j| convert::job(&j.value, by_job.get(&j.value.id).map_or(&[], Vec::as_slice)))
+            .map(|j| {
+                let states = by_job.get(&j.value.id).map_or(&[][..], Vec::as_slice);
+                convert::job(&j.value, states.iter().copied())
+            })
             .collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at_ms));
         Ok(pb::ListJobsResponse { jobs })
@@ -525,7 +521,7 @@ impl Api {
                         .collect();
                     let event = pb::JobEvent {
                         kind: kind.to_owned(),
-                        job: Some(convert::job(&job.value, &tasks)),
+                        job: Some(convert::job(&job.value, tasks.iter().map(|t| t.state))),
                         tasks: tasks.iter().map(convert::task).collect(),
                     };
                     if tx.send(Ok(event)).await.is_err() {

@@ -5,12 +5,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use paved_api::v1 as pb;
-use paved_types::{HealthCheck, HealthSpec, Job, JobSpec, ManifestProblem, Node, Task};
+use paved_types::{HealthCheck, HealthSpec, Job, JobSpec, ManifestProblem, Node, Task, TaskState};
 
-pub fn job(job: &Job, tasks: &[Task]) -> pb::Job {
+/// A job as the API shows it, with how many of its tasks are in each state.
+pub fn job(job: &Job, task_states: impl IntoIterator<Item = TaskState>) -> pb::Job {
     let mut task_counts: HashMap<String, u32> = HashMap::new();
-    for task in tasks {
-        *task_counts.entry(task.state.as_str().to_owned()).or_default() += 1;
+    for state in task_states {
+        match task_counts.get_mut(state.as_str()) {
+            Some(count) => *count += 1,
+            None => {
+                task_counts.insert(state.as_str().to_owned(), 1);
+            }
+        }
     }
     pb::Job {
         id: job.id.clone(),

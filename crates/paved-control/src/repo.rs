@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paved_store::{Expect, KeyValue, Op, Store, StoreError};
-use paved_types::{Job, Node, Task, Tier};
-use serde::{Serialize, de::DeserializeOwned};
+use paved_types::{Job, Node, Task, TaskState, Tier};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub const JOBS: &str = "/jobs/";
 pub const TASKS: &str = "/tasks/";
@@ -128,6 +128,17 @@ impl Repo {
 
     pub async fn tasks_of(&self, job_id: &str) -> Result<Vec<Versioned<Task>>, RepoError> {
         self.list(&format!("{TASKS}{job_id}/")).await
+    }
+
+    /// The states of a job's tasks: what a job's summary shows, read without building whole
+    /// tasks (their strings and maps are skipped, not allocated).
+    pub async fn task_states_of(&self, job_id: &str) -> Result<Vec<TaskState>, RepoError> {
+        #[derive(Deserialize)]
+        struct StateOnly {
+            state: TaskState,
+        }
+        let found: Vec<Versioned<StateOnly>> = self.list(&format!("{TASKS}{job_id}/")).await?;
+        Ok(found.into_iter().map(|t| t.value.state).collect())
     }
 
     pub async fn tasks(&self) -> Result<Vec<Versioned<Task>>, RepoError> {

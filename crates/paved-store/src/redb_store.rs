@@ -17,7 +17,8 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use redb::{
-    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
+    Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition,
 };
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error};
@@ -197,8 +198,22 @@ impl Store for RedbStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64), StoreError> {
-        let (db, prefix) = (self.db.clone(), prefix.to_owned());
-        blocking(move || read_prefix(&db, &prefix)).await
+        // Most listings are short (a job's tasks) and cheaper inline than a hop to the blocking
+        // pool, which costs two thread wake-ups; a long scan goes on there, in the same read
+        // transaction, so the listing stays one snapshot.
+        let txn = self.db.begin_read().map_err(|e| backend(e.into()))?;
+        let revision = read_revision(&txn).map_err(backend)?;
+        let mut found = Vec::new();
+        let Some(rest) = scan_prefix(&txn, prefix, prefix, &mut found, INLINE_LISTING).map_err(backend)?
+        else {
+            return Ok((found, revision));
+        };
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            scan_prefix(&txn, &prefix, &rest, &mut found, usize::MAX)?;
+            Ok((found, revision))
+        })
+        .await
     }
 
     async fn txn(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
@@ -350,19 +365,34 @@ fn read_key(db: &Database, key: &str) -> Result<Option<KeyValue>, redb::Error> {
     Ok(found.map(|entry| key_value(key, entry.value())))
 }
 
-fn read_prefix(db: &Database, prefix: &str) -> Result<(Vec<KeyValue>, u64), redb::Error> {
-    let txn = db.begin_read()?;
-    let meta = Meta::load(&txn.open_table(META)?)?;
+/// Entries a listing reads on the calling task before it moves to the blocking pool.
+const INLINE_LISTING: usize = 256;
+
+fn read_revision(txn: &ReadTransaction) -> Result<u64, redb::Error> {
+    Ok(Meta::load(&txn.open_table(META)?)?.revision)
+}
+
+/// Appends to `found` the entries under `prefix` from key `from` on, at most `limit` of them;
+/// returns the key to go on from when the limit stopped the scan.
+fn scan_prefix(
+    txn: &ReadTransaction,
+    prefix: &str,
+    from: &str,
+    found: &mut Vec<KeyValue>,
+    limit: usize,
+) -> Result<Option<String>, redb::Error> {
     let kv: ReadOnlyTable<&str, (u64, u64, &[u8])> = txn.open_table(KV)?;
-    let mut found = Vec::new();
-    for entry in kv.range(prefix..)? {
+    for (read, entry) in kv.range(from..)?.enumerate() {
         let (key, value) = entry?;
         if !key.value().starts_with(prefix) {
             break;
         }
+        if read == limit {
+            return Ok(Some(key.value().to_owned()));
+        }
         found.push(key_value(key.value(), value.value()));
     }
-    Ok((found, meta.revision))
+    Ok(None)
 }
 
 fn read_meta(db: &Database) -> Result<Meta, redb::Error> {

@@ -107,3 +107,30 @@ async fn a_full_disk_fails_the_write_without_acknowledging_it() {
         (item, later) => panic!("watch must see only acknowledged writes: {item:?} after {later:?}"),
     }
 }
+
+/// A listing longer than what is read inline goes on in the blocking pool: every entry, in key
+/// order, from one snapshot, and nothing beyond the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_listing_is_whole_and_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
+    let n = 3 * super::INLINE_LISTING + 7;
+    let ops: Vec<_> = (0..n)
+        .map(|i| crate::Op::Put {
+            key: format!("/a/{i:05}"),
+            value: vec![1],
+            expect: Expect::Any,
+        })
+        .chain([crate::Op::Put {
+            key: "/b/after".into(),
+            value: vec![2],
+            expect: Expect::Any,
+        }])
+        .collect();
+    let revision = store.txn(ops).await.unwrap();
+    let (found, at) = store.list("/a/").await.unwrap();
+    assert_eq!(at, revision);
+    let keys: Vec<String> = found.into_iter().map(|kv| kv.key).collect();
+    let want: Vec<String> = (0..n).map(|i| format!("/a/{i:05}")).collect();
+    assert_eq!(keys, want);
+}
