@@ -107,9 +107,11 @@ impl AgentHub {
         (session, ReceiverStream::new(rx))
     }
 
-    /// Whether `node`'s agent has a session with this server.
+    /// Whether `node`'s agent has a live session with this server: one that reported lately.
+    /// A session whose agent was cut off can linger until the connection times out; asking it
+    /// for logs would wait for nothing.
     pub fn connected(&self, node: &str) -> bool {
-        self.lock().sessions.contains_key(node)
+        self.lock().sessions.get(node).is_some_and(Session::fresh)
     }
 
     /// The `paved_task_*` series of every remote task with a fresh report.
@@ -321,7 +323,11 @@ impl TaskSource for RemoteTasks {
             let mut state = hub.lock();
             state.next_id += 1;
             let stream_id = state.next_id;
-            let session = state.sessions.get_mut(&task.node).ok_or_else(unreachable)?;
+            let session = state
+                .sessions
+                .get_mut(&task.node)
+                .filter(|s| s.fresh())
+                .ok_or_else(unreachable)?;
             let (tx, rx) = mpsc::channel(LOG_BUFFER);
             session.logs.insert(stream_id, tx);
             let reader = LogReader {
