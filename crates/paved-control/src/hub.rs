@@ -363,3 +363,6 @@ impl TaskSource for RemoteTasks {
         session.usage.get(&task.id).map(|usage| usage.stats)
     }
 }
+
+#[cfg(test)]
+mod tests;

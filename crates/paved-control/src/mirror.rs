@@ -304,4 +304,4 @@ fn decoded<T: DeserializeOwned>(kv: KeyValue) -> Option<Versioned<T>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

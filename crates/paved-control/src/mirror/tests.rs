@@ -9,7 +9,7 @@ use paved_types::{Desired, Job, JobState, Task, TaskState, parse_manifest};
 use super::Mirror;
 use crate::repo::{Repo, job_key, put_op};
 
-fn repo(dir: &tempfile::TempDir) -> Repo {
+pub(crate) fn repo(dir: &tempfile::TempDir) -> Repo {
     let store = RedbStore::open(&dir.path().join("store.redb")).expect("open store");
     Repo::new(Arc::new(store))
 }
@@ -27,7 +27,7 @@ fn job(id: &str, name: &str) -> Job {
     }
 }
 
-fn task(job_id: &str, suffix: &str) -> Task {
+pub(crate) fn task(job_id: &str, suffix: &str) -> Task {
     Task {
         id: format!("{job_id}-{suffix}"),
         job_id: job_id.into(),
