@@ -84,14 +84,7 @@ fn usage(agent: &Agent) -> pb::AgentMessage {
         .into_iter()
         .map(|(task_id, sample)| pb::ReportedTaskStats {
             task_id,
-            stats: Some(pb::TaskStats {
-                cpu_cores: sample.cpu_cores,
-                cpu_usage_ns: sample.stats.cpu_usage_ns,
-                memory_bytes: sample.stats.memory_bytes,
-                memory_peak_bytes: sample.stats.memory_peak_bytes,
-                pids: sample.stats.pids,
-                sampled_at_ms: sample.sampled_at_ms,
-            }),
+            stats: Some(sample.to_message()),
         })
         .collect();
     pb::AgentMessage {

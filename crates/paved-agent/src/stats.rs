@@ -20,6 +20,20 @@ pub struct Sample {
     pub sampled_at_ms: u64,
 }
 
+impl Sample {
+    /// The sample as the API shows it.
+    pub fn to_message(&self) -> paved_api::v1::TaskStats {
+        paved_api::v1::TaskStats {
+            cpu_cores: self.cpu_cores,
+            cpu_usage_ns: self.stats.cpu_usage_ns,
+            memory_bytes: self.stats.memory_bytes,
+            memory_peak_bytes: self.stats.memory_peak_bytes,
+            pids: self.stats.pids,
+            sampled_at_ms: self.sampled_at_ms,
+        }
+    }
+}
+
 /// Who a task belongs to, as its metrics are tagged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskTags {

@@ -522,14 +522,6 @@ impl TaskSource for AgentLogs {
     }
 
     fn stats(&self, task: &Task) -> Option<paved_api::v1::TaskStats> {
-        let sample = self.0.stats(&task.id)?;
-        Some(paved_api::v1::TaskStats {
-            cpu_cores: sample.cpu_cores,
-            cpu_usage_ns: sample.stats.cpu_usage_ns,
-            memory_bytes: sample.stats.memory_bytes,
-            memory_peak_bytes: sample.stats.memory_peak_bytes,
-            pids: sample.stats.pids,
-            sampled_at_ms: sample.sampled_at_ms,
-        })
+        self.0.stats(&task.id).map(|sample| sample.to_message())
     }
 }
