@@ -235,13 +235,16 @@ impl Session {
 }
 
 impl AgentSession {
-    /// Takes in the agent's messages until its stream ends, then closes the session.
+    /// Takes in the agent's messages until its stream ends or falls silent, then closes the
+    /// session.
     pub async fn serve<S, E>(self, mut inbound: S)
     where
         S: Stream<Item = Result<pb::AgentMessage, E>> + Unpin,
         E: std::fmt::Display,
     {
-        while let Some(message) = inbound.next().await {
+        // An agent reports every few seconds: a session silent for longer lost its agent, even
+        // when no connection error says so yet (a partition).
+        while let Ok(Some(message)) = tokio::time::timeout(REPORT_TTL, inbound.next()).await {
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {
