@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use paved_api::v1 as pb;
 use support::{InProcess, wait_for};
+use tonic::transport::Channel;
 
 /// A service of `instances` HTTP servers that answer every GET with their job's name.
 fn web(name: &str, instances: u32) -> String {
@@ -389,5 +390,64 @@ async fn a_standalone_proxy_follows_routes_faults_and_tasks_live() {
     })
     .await;
     drop(edge);
+    p.stop().await;
+}
+
+/// A job whose task is a real gRPC server: the `paved` binary itself as `paved server` on the
+/// task's port, with its data in the task's directory. It runs with the process driver (its
+/// tenant trusted) because the sandbox shows a task only the host's system directories, not
+/// the build's binary.
+fn grpc_server(name: &str) -> String {
+    let paved = env!("CARGO_BIN_EXE_paved");
+    format!(
+        "name = \"{name}\"\nkind = \"service\"\ninstances = 1\ndriver = \"process\"\n\
+         command = [\"/bin/sh\", \"-c\", \"exec {paved} server --listen 127.0.0.1:$PORT --data data\"]\n\
+         [resources]\ncpu = 0.5\nmemory = \"256MiB\"\n[[ports]]\nname = \"grpc\"\n[[routes]]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_grpc_health_check_goes_through_the_proxy_to_a_task() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let p = InProcess::start().await;
+    let trust = serde_json::json!({"trusted": true});
+    let response = p.api(reqwest::Method::PUT, "/v1/tenants/default", trust).await;
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+    p.submit(grpc_server("health")).await;
+
+    // h2c with prior knowledge to the proxy's address; the route sends it to the task.
+    let proxy = p.platform.proxy.expect("the edge router runs");
+    let channel = Channel::from_shared(format!("http://{proxy}"))
+        .unwrap()
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    // Until the task listens, the proxy answers 502/503, which tonic reports as errors.
+    wait_for("the task's health service to answer through the proxy", || {
+        let mut health = health.clone();
+        async move { health.check(check("")).await.is_ok() }
+    })
+    .await;
+
+    for service in ["", "paved.v1.Jobs"] {
+        let answer = health.check(check(service)).await.unwrap().into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "service {service:?}");
+    }
+    // A gRPC error status (in a trailers-only response) comes back as the server sent it.
+    let unknown = health.check(check("no.such.Service")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    // A server stream: its first message arrives while the stream stays open.
+    let mut watch = health.watch(check("")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().expect("a first status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    drop(watch);
     p.stop().await;
 }
