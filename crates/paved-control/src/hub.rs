@@ -32,6 +32,9 @@ use crate::repo::Repo;
 const REPORT_TTL: Duration = Duration::from_secs(10);
 /// Log messages buffered for one reader before the session waits for it.
 const LOG_BUFFER: usize = 32;
+/// Most tasks one report may name: more than a node runs, and a bound on the store reads a
+/// report can cause (each task first seen is looked up once).
+const MAX_REPORTED_TASKS: usize = 10_000;
 /// Server messages buffered for one agent.
 const COMMAND_BUFFER: usize = 64;
 
@@ -142,7 +145,15 @@ impl AgentHub {
     }
 
     /// Replaces the usage `node` reported, keeping only tasks the store places on it.
-    async fn record_usage(&self, node: &str, id: u64, report: pb::TaskStatsReport) {
+    async fn record_usage(&self, node: &str, id: u64, mut report: pb::TaskStatsReport) {
+        if report.tasks.len() > MAX_REPORTED_TASKS {
+            tracing::warn!(
+                node,
+                tasks = report.tasks.len(),
+                "usage report too long; its excess dropped"
+            );
+            report.tasks.truncate(MAX_REPORTED_TASKS);
+        }
         // Owners already known from earlier reports; the rest are read from the store, outside
         // the lock.
         let mut known: HashMap<String, (String, String)> = HashMap::new();
