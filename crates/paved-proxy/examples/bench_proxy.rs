@@ -12,10 +12,6 @@ use paved_proxy::{Endpoint, Proxy, ProxyConfig, Snapshot, SystemClock};
 use paved_telemetry::Registry;
 use paved_types::{Backend, Route};
 
-/// The paved binary's allocator, so that the bench measures the proxy as it ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

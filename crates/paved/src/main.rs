@@ -13,12 +13,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// mimalloc rather than glibc's malloc: the edge router allocates per request, and spent about
-/// 4 % less CPU per request with it (BENCHMARKS.md). The shim launcher and the shims fork only
-/// while single-threaded, where forking is safe with any allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // The shim and its launcher must start nothing of their own: no runtime, no threads, no
     // logging (the launcher forks shims, which fork sandboxes), so they go before everything else.
