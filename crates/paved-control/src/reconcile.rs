@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::env::{Clock, Ids};
 use crate::mirror::{Changes, Mirror};
-use crate::repo::{Change, Repo, RepoError, put_op, task_key};
+use crate::repo::{Change, Repo, RepoError, Versioned, job_key, put_op, task_key};
 use crate::routing::{FAULTS, ROUTES, job_owner};
 use crate::schedule::{Cluster, preemption_reason};
 
@@ -173,7 +173,7 @@ impl Reconciler {
             Dirty::All => mirror.job_ids(),
             Dirty::Jobs(ids) => ids,
         };
-        let mut plans: Vec<(&Job, Plan)> = Vec::new();
+        let mut plans: Vec<(&Versioned<Job>, Plan)> = Vec::new();
         for id in ids {
             let tasks: Vec<Task> = mirror.tasks_of(&id).map(|t| t.value.clone()).collect();
             let Some(job) = mirror.job(&id) else {
@@ -190,23 +190,67 @@ impl Reconciler {
             };
             let plan = plan(&job.value, &tasks, now);
             if plan != Plan::default() {
-                plans.push((&job.value, plan));
+                plans.push((job, plan));
             }
         }
         wrote |= !plans.is_empty();
         // Placement order: critical jobs first (flex ones then take what is left rather than
         // being preempted moments later), then oldest first; ids break ties.
-        plans.sort_by_key(|(job, _)| (job.spec.placement.tier, job.created_at_ms, job.id.clone()));
+        plans.sort_by_key(|(job, _)| {
+            let job = &job.value;
+            (job.spec.placement.tier, job.created_at_ms, job.id.clone())
+        });
         // One cluster state per pass, and only when something needs a node: building it visits
         // every node and live task once.
         let mut cluster = plans
             .iter()
             .any(|(_, plan)| !plan.create.is_empty())
             .then(|| cluster_of(mirror));
+        let mut states = Vec::new();
         for (job, plan) in plans {
-            self.apply(job, plan, cluster.as_mut()).await?;
+            if let Some((to, reason)) = self.apply(&job.value, plan, cluster.as_mut()).await? {
+                states.push((job, to, reason));
+            }
         }
+        self.write_job_states(&states).await?;
         Ok(wrote)
+    }
+
+    /// Writes the jobs' new states and reasons, `CREATE_BATCH` jobs to a commit, each expected
+    /// at the revision the mirror shows. A batch in which some job changed meanwhile (a user
+    /// killed or scaled it) is written again job by job, each read afresh.
+    async fn write_job_states(
+        &self,
+        states: &[(&Versioned<Job>, JobState, String)],
+    ) -> Result<(), RepoError> {
+        let now = self.clock.now_ms();
+        for batch in states.chunks(CREATE_BATCH) {
+            let mut ops = Vec::with_capacity(batch.len());
+            for (job, to, reason) in batch {
+                let mut changed = job.value.clone();
+                if let Change::Write = set_state(&mut changed, &job.value.id, *to, reason, now) {
+                    let key = job_key(&changed.tenant, &changed.spec.name);
+                    ops.push(put_op(key, &changed, Expect::Revision(job.revision))?);
+                }
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            match self.repo.commit(ops).await {
+                Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                    for (job, to, reason) in batch {
+                        let id = &job.value.id;
+                        self.repo
+                            .update_job(&job.value, |j| Ok(set_state(j, id, *to, reason, now)))
+                            .await?;
+                    }
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the routes a job's manifest declared once the job ended, was replaced by one
@@ -334,7 +378,14 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn apply(&self, job: &Job, plan: Plan, cluster: Option<&mut Cluster>) -> Result<(), RepoError> {
+    /// Carries out `plan` for `job`: stops, forgets and places its tasks. Returns the job's new
+    /// state and reason, which the pass writes with the others'.
+    async fn apply(
+        &self,
+        job: &Job,
+        plan: Plan,
+        cluster: Option<&mut Cluster>,
+    ) -> Result<Option<(JobState, String)>, RepoError> {
         for id in &plan.stop {
             stop_task(
                 &self.repo,
@@ -367,27 +418,7 @@ impl Reconciler {
                 state = Some((state.map_or(job.state, |s| s.0), why));
             }
         }
-        if let Some((to, reason)) = state {
-            let now = self.clock.now_ms();
-            self.repo
-                .update_job(job, |j| {
-                    if j.id != job.id || (j.state == to && j.reason == reason) {
-                        return Ok(Change::Keep);
-                    }
-                    if j.state.is_terminal() && j.state != to {
-                        return Ok(Change::Keep); // a user's kill wins over our view
-                    }
-                    if j.state != to {
-                        info!(job = %j.spec.name, from = j.state.as_str(), to = to.as_str(), "job state");
-                    }
-                    j.state = to;
-                    j.reason.clone_from(&reason);
-                    j.updated_at_ms = now;
-                    Ok(Change::Write)
-                })
-                .await?;
-        }
-        Ok(())
+        Ok(state)
     }
 
     /// Stops flex tasks that a critical job's placement evicted; their jobs replace them once
@@ -683,7 +714,26 @@ fn cluster_of(mirror: &Mirror) -> Cluster {
     Cluster::build(nodes, tasks)
 }
 
+/// Sets `job`'s state and reason, unless it is no longer the job with `id` (a name reused), it
+/// already says so, or a user ended it (a user's kill wins over the control plane's view).
+fn set_state(job: &mut Job, id: &str, to: JobState, reason: &str, now_ms: u64) -> Change {
+    if job.id != id || (job.state == to && job.reason == reason) {
+        return Change::Keep;
+    }
+    if job.state.is_terminal() && job.state != to {
+        return Change::Keep;
+    }
+    if job.state != to {
+        info!(job = %job.spec.name, from = job.state.as_str(), to = to.as_str(), "job state");
+    }
+    job.state = to;
+    reason.clone_into(&mut job.reason);
+    job.updated_at_ms = now_ms;
+    Change::Write
+}
+
 #[cfg(test)]
 mod pass_tests;
+
 #[cfg(test)]
 mod tests;

@@ -164,3 +164,37 @@ async fn jobs_placed_in_one_pass_see_each_other_and_critical_goes_first() {
         "1 task not placed: 0 of 1 nodes fit: 1 insufficient cpu"
     );
 }
+
+#[tokio::test]
+async fn a_pass_writes_many_jobs_states_in_batches_and_a_users_kill_meanwhile_wins() {
+    let mut f = Fixture::new(&[node("a", 100.0)]).await;
+    let n = 2 * super::CREATE_BATCH + 5;
+    for i in 0..n {
+        let j = job(&format!("{i:012x}"), &format!("web-{i}"), "[resources]\ncpu = 0.1", 1);
+        f.repo.create_job(&j, None, vec![]).await.unwrap();
+    }
+    let now = f.repo.store().revision().await.unwrap();
+    f.mirror.catch_up_to(now).await.unwrap();
+    // A user kills one job after the mirror saw it: the batch holding it conflicts.
+    let killed_id = format!("{:012x}", super::CREATE_BATCH + 50);
+    let killed = f.repo.job_by_id(&killed_id).await.unwrap().unwrap().value;
+    f.repo
+        .update_job(&killed, |j| {
+            j.state = JobState::Killed;
+            j.reason = "killed by a user".into();
+            Ok(crate::repo::Change::Write)
+        })
+        .await
+        .unwrap();
+    f.reconciler.pass(&f.mirror, Dirty::All).await.unwrap();
+
+    for i in 0..n {
+        let id = format!("{i:012x}");
+        let stored = f.repo.job_by_id(&id).await.unwrap().unwrap().value;
+        if id == killed_id {
+            assert_eq!(stored.state, JobState::Killed, "the user's kill stands");
+        } else {
+            assert!(!stored.reason.is_empty(), "{id} got no state from the pass: {stored:?}");
+        }
+    }
+}
