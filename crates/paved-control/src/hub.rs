@@ -30,6 +30,8 @@ use crate::repo::Repo;
 /// How long a node's last report counts: a few of its sampling intervals. Older usage reads as
 /// unknown rather than as a stale number.
 const REPORT_TTL: Duration = Duration::from_secs(10);
+/// Longest a session waits for one log reader to take a piece before cutting it off.
+const STALLED_READER: Duration = Duration::from_secs(5);
 /// Log messages buffered for one reader before the session waits for it.
 const LOG_BUFFER: usize = 32;
 /// Most tasks one report may name: more than a node runs, and a bound on the store reads a
@@ -216,11 +218,45 @@ impl AgentHub {
         };
         // A reader that went away already told the agent to stop (`LogReader`'s drop).
         let Some(reader) = reader else { return };
-        if !log.data.is_empty() && reader.send(Ok(Bytes::from(log.data))).await.is_err() {
-            return;
+        let mut pieces = Vec::with_capacity(2);
+        if !log.data.is_empty() {
+            pieces.push(Ok(Bytes::from(log.data)));
         }
         if !log.error.is_empty() {
-            let _ = reader.send(Err(log.error)).await;
+            pieces.push(Err(log.error));
+        }
+        for piece in pieces {
+            // The whole session waits while one reader is slow (its usage reports too), so a
+            // reader that takes nothing for this long is cut off.
+            match tokio::time::timeout(STALLED_READER, reader.send(piece)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        node,
+                        stream = log.stream_id,
+                        "log reader stalled; its stream closed"
+                    );
+                    self.end_log(node, id, log.stream_id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops log stream `stream_id` of session `id`: forgets its reader and tells the agent.
+    fn end_log(&self, node: &str, id: u64, stream_id: u64) {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(node).filter(|s| s.id == id) else {
+            return;
+        };
+        if session.logs.remove(&stream_id).is_some() {
+            let close = pb::ServerMessage {
+                close_log: Some(pb::CloseLog { stream_id }),
+                ..Default::default()
+            };
+            // A full queue means the agent is not reading; its session will end.
+            let _ = session.commands.try_send(close);
         }
     }
 
@@ -290,24 +326,7 @@ struct LogReader {
 
 impl Drop for LogReader {
     fn drop(&mut self) {
-        let mut state = self.hub.lock();
-        let Some(session) = state
-            .sessions
-            .get_mut(&self.node)
-            .filter(|s| s.id == self.session)
-        else {
-            return;
-        };
-        if session.logs.remove(&self.stream_id).is_some() {
-            let close = pb::ServerMessage {
-                close_log: Some(pb::CloseLog {
-                    stream_id: self.stream_id,
-                }),
-                ..Default::default()
-            };
-            // A full queue means the agent is not reading; its session will end.
-            let _ = session.commands.try_send(close);
-        }
+        self.hub.end_log(&self.node, self.session, self.stream_id);
     }
 }
 

@@ -165,3 +165,43 @@ async fn wait_until(check: impl Fn() -> bool) {
     }
     panic!("timed out");
 }
+
+/// A reader that takes nothing holds up its agent's whole session (usage too): after a while it
+/// is cut off and the agent told to stop sending.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_reader_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(&dir);
+    let mine = placed("01", "n1");
+    repo.put_task(&mine, Expect::Absent).await.unwrap();
+    let hub = AgentHub::new(repo);
+    let source = RemoteTasks(hub.clone());
+    let (session, mut commands) = hub.open("n1");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let _serving = tokio::spawn(session.serve(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    let stats = pb::AgentMessage {
+        stats: Some(pb::TaskStatsReport::default()),
+        log: None,
+    };
+    tx.send(Ok::<_, String>(stats)).await.unwrap();
+    wait_until(|| hub.connected("n1")).await;
+
+    let _stalled = source.open(&mine, false, 0, true).await.unwrap();
+    let open = commands.next().await.unwrap().open_log.expect("an OpenLog");
+    for _ in 0..=super::LOG_BUFFER {
+        let piece = pb::AgentMessage {
+            stats: None,
+            log: Some(pb::LogData {
+                stream_id: open.stream_id,
+                data: b"line\n".to_vec(),
+                ..Default::default()
+            }),
+        };
+        tx.send(Ok(piece)).await.unwrap();
+    }
+    // Time is paused and jumps ahead while every task waits: a minute passes at once.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(60), commands.next());
+    let close = next.await.expect("the stalled reader cut off within a minute");
+    let close = close.unwrap().close_log.expect("a CloseLog");
+    assert_eq!(close.stream_id, open.stream_id);
+}

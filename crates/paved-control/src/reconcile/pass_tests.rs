@@ -170,7 +170,12 @@ async fn a_pass_writes_many_jobs_states_in_batches_and_a_users_kill_meanwhile_wi
     let mut f = Fixture::new(&[node("a", 100.0)]).await;
     let n = 2 * super::CREATE_BATCH + 5;
     for i in 0..n {
-        let j = job(&format!("{i:012x}"), &format!("web-{i}"), "[resources]\ncpu = 0.1", 1);
+        let j = job(
+            &format!("{i:012x}"),
+            &format!("web-{i}"),
+            "[resources]\ncpu = 0.1",
+            1,
+        );
         f.repo.create_job(&j, None, vec![]).await.unwrap();
     }
     let now = f.repo.store().revision().await.unwrap();
@@ -194,7 +199,10 @@ async fn a_pass_writes_many_jobs_states_in_batches_and_a_users_kill_meanwhile_wi
         if id == killed_id {
             assert_eq!(stored.state, JobState::Killed, "the user's kill stands");
         } else {
-            assert!(!stored.reason.is_empty(), "{id} got no state from the pass: {stored:?}");
+            assert!(
+                !stored.reason.is_empty(),
+                "{id} got no state from the pass: {stored:?}"
+            );
         }
     }
 }
