@@ -95,20 +95,13 @@ async fn a_node_reports_only_for_its_own_tasks() {
 #[tokio::test]
 async fn a_log_travels_from_the_session_to_its_reader_and_stops_when_the_reader_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo(&dir);
-    let mine = placed("01", "n1");
-    repo.put_task(&mine, Expect::Absent).await.unwrap();
-    let hub = AgentHub::new(repo);
-    let source = RemoteTasks(hub.clone());
-    let (session, mut commands) = hub.open("n1");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let serving = tokio::spawn(session.serve(tokio_stream::wrappers::ReceiverStream::new(rx)));
-    let stats = pb::AgentMessage {
-        stats: Some(pb::TaskStatsReport::default()),
-        log: None,
-    };
-    tx.send(Ok::<_, String>(stats)).await.unwrap();
-    wait_until(|| hub.connected("n1")).await;
+    let Live {
+        mine,
+        source,
+        mut commands,
+        tx,
+        serving,
+    } = live_session(&dir).await;
 
     let mut reader = source.open(&mine, false, 0, true).await.unwrap();
     let open = commands.next().await.unwrap().open_log.expect("an OpenLog");
@@ -156,6 +149,39 @@ async fn a_log_travels_from_the_session_to_its_reader_and_stops_when_the_reader_
     );
 }
 
+/// Node n1's live session with a hub on a real store, and a task placed on n1.
+struct Live {
+    mine: Task,
+    source: RemoteTasks,
+    commands: tokio_stream::wrappers::ReceiverStream<pb::ServerMessage>,
+    /// What the agent sends up the session.
+    tx: tokio::sync::mpsc::Sender<Result<pb::AgentMessage, String>>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+async fn live_session(dir: &tempfile::TempDir) -> Live {
+    let repo = repo(dir);
+    let mine = placed("01", "n1");
+    repo.put_task(&mine, Expect::Absent).await.unwrap();
+    let hub = AgentHub::new(repo);
+    let (session, commands) = hub.open("n1");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let serving = tokio::spawn(session.serve(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    let stats = pb::AgentMessage {
+        stats: Some(pb::TaskStatsReport::default()),
+        log: None,
+    };
+    tx.send(Ok(stats)).await.unwrap();
+    wait_until(|| hub.connected("n1")).await;
+    Live {
+        mine,
+        source: RemoteTasks(hub),
+        commands,
+        tx,
+        serving,
+    }
+}
+
 async fn wait_until(check: impl Fn() -> bool) {
     for _ in 0..500 {
         if check() {
@@ -171,20 +197,13 @@ async fn wait_until(check: impl Fn() -> bool) {
 #[tokio::test(start_paused = true)]
 async fn a_stalled_reader_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = repo(&dir);
-    let mine = placed("01", "n1");
-    repo.put_task(&mine, Expect::Absent).await.unwrap();
-    let hub = AgentHub::new(repo);
-    let source = RemoteTasks(hub.clone());
-    let (session, mut commands) = hub.open("n1");
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let _serving = tokio::spawn(session.serve(tokio_stream::wrappers::ReceiverStream::new(rx)));
-    let stats = pb::AgentMessage {
-        stats: Some(pb::TaskStatsReport::default()),
-        log: None,
-    };
-    tx.send(Ok::<_, String>(stats)).await.unwrap();
-    wait_until(|| hub.connected("n1")).await;
+    let Live {
+        mine,
+        source,
+        mut commands,
+        tx,
+        serving: _serving,
+    } = live_session(&dir).await;
 
     let _stalled = source.open(&mine, false, 0, true).await.unwrap();
     let open = commands.next().await.unwrap().open_log.expect("an OpenLog");
