@@ -277,9 +277,12 @@ async fn leadership_survives_a_member_kill_and_notices_its_loss() {
     let mut cluster = cluster().await;
     let store = cluster.store("/ha").await.expect("connect");
     let election = store.election("control").expect("election");
-    let leader = election.campaign("a", TTL).await.expect("campaign");
+    // Keepalives must bridge a dead member's timeout and the etcd re-election that follows if it
+    // led (up to about a second each here): 2 s leaves too little room on a loaded machine.
+    let ttl = TTL * 2;
+    let leader = election.campaign("a", ttl).await.expect("campaign");
     cluster.kill(0);
-    tokio::time::sleep(TTL * 3).await;
+    tokio::time::sleep(ttl * 3).await;
     assert!(
         !leader.is_lost(),
         "the lease outlives the member the leader talked to"
@@ -294,7 +297,7 @@ async fn leadership_survives_a_member_kill_and_notices_its_loss() {
         .await
         .expect("connect");
     admin.delete("control", Expect::Any).await.expect("delete");
-    tokio::time::timeout(TTL * 2, leader.lost())
+    tokio::time::timeout(ttl * 2, leader.lost())
         .await
         .expect("lost() resolves");
     assert!(leader.is_lost());
