@@ -37,6 +37,13 @@ pub enum ClusterError {
     Spawn { member: usize, source: std::io::Error },
     #[error("cannot set up the cluster's directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("etcd member {member} exited ({status}): {log}")]
+    MemberExited {
+        member: usize,
+        status: std::process::ExitStatus,
+        /// The end of its log.
+        log: String,
+    },
     #[error("etcd cluster not healthy within {waited:?}: {last}; see the member logs in {dir}")]
     Unhealthy {
         waited: Duration,
@@ -52,25 +59,53 @@ struct Member {
     process: Option<Child>,
 }
 
+/// Starts of a whole cluster before a member that keeps exiting at start is an error.
+const START_ATTEMPTS: u32 = 3;
 /// How long a cluster may take to elect its first leader, under a loaded CI machine.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
 impl EtcdCluster {
     /// Starts `size` members (3 for a cluster that survives one failure) and waits until every
     /// member answers with a leader elected.
+    ///
+    /// Ports are picked free, but another process may bind one before etcd does (tests start
+    /// clusters side by side); a member that exits at start is taken as that, and the whole
+    /// cluster starts again on other ports, up to `START_ATTEMPTS` times.
     pub async fn start(size: usize) -> Result<EtcdCluster, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match EtcdCluster::start_once(size).await {
+                Err(ClusterError::MemberExited { member, status, log }) if attempt < START_ATTEMPTS => {
+                    eprintln!("etcd member {member} exited at start ({status}); trying other ports: {log}");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(size: usize) -> Result<EtcdCluster, ClusterError> {
         let binary = find_etcd().ok_or(ClusterError::NoEtcd)?;
         let dir = tempfile::Builder::new().prefix("paved-etcd-").tempdir()?;
+        // Every listener stays open until all ports are picked, so no two members share one.
+        let mut held = Vec::with_capacity(2 * size);
+        let mut port = || -> std::io::Result<u16> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            held.push(listener);
+            Ok(port)
+        };
         let members: Vec<Member> = (0..size)
             .map(|i| -> Result<Member, ClusterError> {
                 Ok(Member {
                     name: format!("m{i}"),
-                    client_port: free_port()?,
-                    peer_port: free_port()?,
+                    client_port: port()?,
+                    peer_port: port()?,
                     process: None,
                 })
             })
             .collect::<Result<_, _>>()?;
+        drop(held);
         let initial_cluster = members
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
@@ -207,14 +242,18 @@ impl EtcdCluster {
         let mut last;
         for index in members {
             loop {
-                if let Some(exit) = self.exited(index) {
-                    last = format!("member {index} exited: {exit}");
-                } else {
-                    match status(&self.endpoint(index)).await {
-                        Ok(status) if status.leader != 0 => break,
-                        Ok(_) => last = format!("member {index} has no leader yet"),
-                        Err(error) => last = format!("member {index}: {error}"),
-                    }
+                // A member that exited will not answer: no use waiting out the deadline.
+                if let Some(status) = self.exited(index) {
+                    return Err(ClusterError::MemberExited {
+                        member: index,
+                        status,
+                        log: self.log_tail(index),
+                    });
+                }
+                match status(&self.endpoint(index)).await {
+                    Ok(status) if status.leader != 0 => break,
+                    Ok(_) => last = format!("member {index} has no leader yet"),
+                    Err(error) => last = format!("member {index}: {error}"),
                 }
                 if started.elapsed() > START_DEADLINE {
                     return Err(ClusterError::Unhealthy {
@@ -227,6 +266,15 @@ impl EtcdCluster {
             }
         }
         Ok(())
+    }
+
+    /// The last lines member `index` logged, on one line.
+    fn log_tail(&self, index: usize) -> String {
+        let path = self.dir.path().join(format!("{}.log", self.members[index].name));
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let mut tail: Vec<&str> = log.lines().rev().take(3).collect();
+        tail.reverse();
+        tail.join(" | ")
     }
 
     fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
@@ -286,12 +334,6 @@ fn find_etcd() -> Option<PathBuf> {
     std::env::split_paths(&paths)
         .map(|dir| dir.join("etcd"))
         .find(|path| path.is_file())
-}
-
-/// A port nobody listens on now. Another process may take it before etcd binds it; the
-/// cluster then fails to start, loudly, and the test can be run again.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A cluster token unique to this cluster, so members of two test clusters never join up.
