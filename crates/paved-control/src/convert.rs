@@ -9,15 +9,14 @@ use paved_types::{HealthCheck, HealthSpec, Job, JobSpec, ManifestProblem, Node, 
 
 /// A job as the API shows it, with how many of its tasks are in each state.
 pub fn job(job: &Job, task_states: impl IntoIterator<Item = TaskState>) -> pb::Job {
-    let mut task_counts: HashMap<String, u32> = HashMap::new();
+    let mut counts: HashMap<TaskState, u32> = HashMap::new();
     for state in task_states {
-        match task_counts.get_mut(state.as_str()) {
-            Some(count) => *count += 1,
-            None => {
-                task_counts.insert(state.as_str().to_owned(), 1);
-            }
-        }
+        *counts.entry(state).or_default() += 1;
     }
+    let task_counts = counts
+        .into_iter()
+        .map(|(state, count)| (state.as_str().to_owned(), count))
+        .collect();
     pb::Job {
         id: job.id.clone(),
         name: job.spec.name.clone(),

@@ -160,8 +160,8 @@ impl AgentHub {
         // the lock.
         let mut known: HashMap<String, (String, String)> = HashMap::new();
         {
-            let state = self.lock();
-            let Some(session) = state.sessions.get(node).filter(|s| s.id == id) else {
+            let mut state = self.lock();
+            let Some(session) = state.session(node, id) else {
                 return;
             };
             for reported in &report.tasks {
@@ -196,8 +196,7 @@ impl AgentHub {
                 usage.insert(reported.task_id, Usage { tenant, job, stats });
             }
         }
-        let mut state = self.lock();
-        if let Some(session) = state.sessions.get_mut(node).filter(|s| s.id == id) {
+        if let Some(session) = self.lock().session(node, id) {
             session.usage = usage;
             session.reported_at = Some(Instant::now());
         }
@@ -207,7 +206,7 @@ impl AgentHub {
     async fn deliver_log(&self, node: &str, id: u64, log: pb::LogData) {
         let reader = {
             let mut state = self.lock();
-            let Some(session) = state.sessions.get_mut(node).filter(|s| s.id == id) else {
+            let Some(session) = state.session(node, id) else {
                 return;
             };
             if log.end {
@@ -247,7 +246,7 @@ impl AgentHub {
     /// Stops log stream `stream_id` of session `id`: forgets its reader and tells the agent.
     fn end_log(&self, node: &str, id: u64, stream_id: u64) {
         let mut state = self.lock();
-        let Some(session) = state.sessions.get_mut(node).filter(|s| s.id == id) else {
+        let Some(session) = state.session(node, id) else {
             return;
         };
         if session.logs.remove(&stream_id).is_some() {
@@ -264,14 +263,20 @@ impl AgentHub {
     /// error rather than a quiet end, which would read as the end of the log.
     fn close(&self, node: &str, id: u64) {
         let mut state = self.lock();
-        if state.sessions.get(node).is_none_or(|s| s.id != id) {
-            return;
-        }
-        if let Some(session) = state.sessions.remove(node) {
+        if state.session(node, id).is_some()
+            && let Some(session) = state.sessions.remove(node)
+        {
             for reader in session.logs.into_values() {
                 let _ = reader.try_send(Err(format!("node {node}'s agent went away; read again")));
             }
         }
+    }
+}
+
+impl State {
+    /// Session `id` of `node`, unless a newer one replaced it.
+    fn session(&mut self, node: &str, id: u64) -> Option<&mut Session> {
+        self.sessions.get_mut(node).filter(|s| s.id == id)
     }
 }
 

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::Api;
 use crate::caller::{Caller, Role};
 use crate::error::ApiError;
-use crate::repo::{JOBS, NODES, Repo, RepoError, TASKS};
+use crate::repo::{JOBS, NODES, Repo, RepoError, TASKS, tasks_of_key};
 
 /// Metadata naming the node an agent speaks for.
 pub const NODE_HEADER: &str = "x-paved-node";
@@ -84,7 +84,7 @@ impl Scope<'_> {
 
     /// Whether some task of job `id` is placed on this node.
     async fn runs_job(&self, id: &str) -> Result<bool, RepoError> {
-        let (tasks, _) = self.repo.store().list(&format!("{TASKS}{id}/")).await?;
+        let (tasks, _) = self.repo.store().list(&tasks_of_key(id)).await?;
         Ok(tasks.iter().any(|kv| task_on(&kv.value, &self.node)))
     }
 

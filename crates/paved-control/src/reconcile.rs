@@ -237,6 +237,7 @@ impl Reconciler {
                 continue;
             }
             match self.repo.commit(ops).await {
+                Ok(_) => {}
                 Err(RepoError::Store(StoreError::Conflict { .. })) => {
                     for (job, to, reason) in batch {
                         let id = &job.value.id;
@@ -245,9 +246,7 @@ impl Reconciler {
                             .await?;
                     }
                 }
-                other => {
-                    other?;
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -127,7 +127,7 @@ impl Repo {
     }
 
     pub async fn tasks_of(&self, job_id: &str) -> Result<Vec<Versioned<Task>>, RepoError> {
-        self.list(&format!("{TASKS}{job_id}/")).await
+        self.list(&tasks_of_key(job_id)).await
     }
 
     /// The states of a job's tasks: what a job's summary shows, read without building whole
@@ -137,7 +137,7 @@ impl Repo {
         struct StateOnly {
             state: TaskState,
         }
-        let found: Vec<Versioned<StateOnly>> = self.list(&format!("{TASKS}{job_id}/")).await?;
+        let found: Vec<Versioned<StateOnly>> = self.list(&tasks_of_key(job_id)).await?;
         Ok(found.into_iter().map(|t| t.value.state).collect())
     }
 
@@ -360,6 +360,11 @@ impl Repo {
             "{key} is changing too fast to update; retry"
         )))
     }
+}
+
+/// The prefix under which a job's tasks are stored.
+pub(crate) fn tasks_of_key(job_id: &str) -> String {
+    format!("{TASKS}{job_id}/")
 }
 
 pub fn job_key(tenant: &str, name: &str) -> String {

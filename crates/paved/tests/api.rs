@@ -735,15 +735,7 @@ async fn a_node_sees_and_writes_only_its_own_records() {
         shown.is_some_and(|s| s.memory_bytes == 111)
     })
     .await;
-    let text = reqwest::Client::new()
-        .get(p.url("/metrics"))
-        .bearer_auth(&p.platform.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::scrape(&p.url(""), &p.platform.token).await;
     assert!(
         !text.contains("node=\"other-node\""),
         "a spoofed report became series:\n{text}"

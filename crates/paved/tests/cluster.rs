@@ -725,15 +725,7 @@ async fn every_server_shows_a_remote_tasks_logs_and_usage() {
         .await;
         // And as series of the server's own metrics, tagged with the task's owner and node.
         wait_for_within("the task's series", Duration::from_secs(30), || async {
-            let text = reqwest::Client::new()
-                .get(format!("{}/metrics", server.url))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = support::scrape(&server.url, &token).await;
             text.lines().any(|line| {
                 line.starts_with("paved_task_memory_bytes{job=\"chatty\",node=\"node-1\",task=\"")
                     && line.contains("tenant=\"default\"")

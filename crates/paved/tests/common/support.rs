@@ -403,6 +403,20 @@ pub async fn reflected_services(p: &InProcess) -> (Vec<String>, Vec<String>) {
     (names1, names2)
 }
 
+/// The Prometheus text a server at `base` (`http://host:port`) serves on `/metrics`.
+#[allow(dead_code)]
+pub async fn scrape(base: &str, token: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("a response")
+        .text()
+        .await
+        .expect("a text body")
+}
+
 pub fn now_ms() -> u64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
