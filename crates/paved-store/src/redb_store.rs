@@ -1,12 +1,16 @@
 //! `RedbStore`: the embedded backend of [`Store`], one redb file written through one writer
 //! thread that group-commits, read through redb's lock-free read transactions.
 //!
+//! Writes are made durable by a write-ahead log beside the file (`<file>.wal`, see `wal`), and
+//! written to the redb file itself at checkpoints.
+//!
 //! The file holds three tables: `kv` maps a key to (create revision, mod revision, value);
 //! `history` maps (revision, index) to (kind, key, value), the changes a watch replays; `meta`
 //! keeps the format version, the revision counter and how far history is compacted.
 
 #[cfg(test)]
 mod tests;
+mod wal;
 mod watch;
 mod writer;
 
@@ -42,17 +46,26 @@ pub struct RedbOptions {
     /// Verify every page's checksum when opening, so a damaged file is refused with
     /// `StoreError::Open` instead of failing later. Reads the whole file. Default true.
     pub verify_on_open: bool,
+    /// How many bytes of write-ahead log make the writer checkpoint (one durable redb commit
+    /// of everything since the last), after which the log starts over. It also checkpoints
+    /// after a second without writes, and when it stops. Bigger means fewer, longer
+    /// checkpoints, more memory for pages not yet in the file, and a longer replay after a
+    /// crash. At least 1. Default 32 MiB.
+    pub checkpoint_bytes: u64,
 }
 
-/// A [`Store`] in one redb file. Writes are durable (fsync) when acknowledged; concurrent
-/// writers share commits, so throughput grows with the number of writers.
+/// A [`Store`] in one redb file and its write-ahead log (`<file>.wal`). Writes are durable
+/// (the log fdatasync'd) when acknowledged; concurrent writers share a log append, so
+/// throughput grows with the number of writers.
 ///
-/// Dropping it (or [`RedbStore::close`]) stops the writer after the commit in flight and ends
-/// every watch with `StoreError::Closed`.
+/// Dropping it (or [`RedbStore::close`]) stops the writer after the commit in flight, makes
+/// everything durable in the redb file, and ends every watch with `StoreError::Closed`.
 ///
-/// An I/O error during a commit (disk full) fails every transaction of that batch with
-/// `StoreError::Backend`; redb then refuses further writes, so every later write fails with
-/// `Backend` too until the store is dropped and opened again. Reads keep working.
+/// An I/O error on the log (disk full) fails every transaction of that batch with
+/// `StoreError::Backend`, and nothing of it is visible; later writes succeed once the disk
+/// has room again. A batch that reached the log but failed to commit in redb stops every
+/// later write with `Backend` until the store is opened again, which applies the log. Reads
+/// keep working.
 pub struct RedbStore {
     path: PathBuf,
     db: Arc<Database>,
@@ -94,6 +107,7 @@ impl Default for RedbOptions {
             max_batch: 1024,
             watch_buffer: 1024,
             verify_on_open: true,
+            checkpoint_bytes: 32 << 20,
         }
     }
 }
@@ -103,8 +117,8 @@ impl RedbOptions {
         if self.history == 0 {
             return Err("options: history must keep at least 1 revision");
         }
-        if self.max_batch == 0 || self.watch_buffer == 0 {
-            return Err("options: max_batch and watch_buffer must be at least 1");
+        if self.max_batch == 0 || self.watch_buffer == 0 || self.checkpoint_bytes == 0 {
+            return Err("options: max_batch, watch_buffer and checkpoint_bytes must be at least 1");
         }
         Ok(())
     }
@@ -123,14 +137,35 @@ impl RedbStore {
             .validate()
             .map_err(|reason| open_error(path, reason.into()))?;
         let db = open_database(path, options.verify_on_open).map_err(|r| open_error(path, r))?;
-        RedbStore::start(path.to_owned(), db, &options)
+        // Opened after the database, whose lock keeps a second store off the log too.
+        let log_path = wal_path(path);
+        let log = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(|e| {
+                open_error(
+                    path,
+                    format!("cannot open the write-ahead log {}: {e}", log_path.display()),
+                )
+            })?;
+        RedbStore::start(path.to_owned(), db, Box::new(log), &options)
     }
 
-    /// Prepares the tables of an opened database and starts its writer.
-    fn start(path: PathBuf, db: Database, options: &RedbOptions) -> Result<RedbStore, StoreError> {
+    /// Prepares the tables of an opened database, applies its write-ahead log, and starts its
+    /// writer.
+    fn start(
+        path: PathBuf,
+        db: Database,
+        log: Box<dyn wal::WalFile>,
+        options: &RedbOptions,
+    ) -> Result<RedbStore, StoreError> {
         let db = Arc::new(db);
-        let meta = prepare(&db).map_err(|reason| open_error(&path, reason))?;
-        let running = start_writer(&db, meta, options)
+        let (meta, created) = prepare(&db).map_err(|reason| open_error(&path, reason))?;
+        let (wal, meta) = recover(&db, meta, created, log).map_err(|reason| open_error(&path, reason))?;
+        let running = start_writer(&db, meta, wal, options)
             .map_err(|e| open_error(&path, format!("cannot start the writer thread: {e}")))?;
         debug!(path = %path.display(), revision = meta.revision, "store opened");
         Ok(RedbStore {
@@ -315,11 +350,12 @@ fn is_not_redb(io: &std::io::Error) -> bool {
 }
 
 /// Creates the tables of a new store, checks the format of an existing one, and returns its
-/// counters.
-fn prepare(db: &Database) -> Result<Meta, String> {
+/// counters and whether it was created just now.
+fn prepare(db: &Database) -> Result<(Meta, bool), String> {
     match init_tables(db) {
-        Ok((meta, FORMAT)) => Ok(meta),
-        Ok((_, other)) => Err(format!(
+        Ok((meta, None)) => Ok((meta, true)),
+        Ok((meta, Some(FORMAT))) => Ok((meta, false)),
+        Ok((_, Some(other))) => Err(format!(
             "store format {other} is not {FORMAT}: written by another paved version"
         )),
         Err(e) => Err(format!("not a paved store, or not writable: {e}")),
@@ -327,8 +363,8 @@ fn prepare(db: &Database) -> Result<Meta, String> {
 }
 
 /// Creates missing tables and stamps a new file with `FORMAT`; returns the counters and the
-/// format the file carries.
-fn init_tables(db: &Database) -> Result<(Meta, u64), redb::Error> {
+/// format the file carried (`None`: none, it is new).
+fn init_tables(db: &Database) -> Result<(Meta, Option<u64>), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(KV)?;
     txn.open_table(HISTORY)?;
@@ -338,16 +374,57 @@ fn init_tables(db: &Database) -> Result<(Meta, u64), redb::Error> {
         if format.is_none() {
             table.insert(META_FORMAT, FORMAT)?;
         }
-        (Meta::load(&table)?, format.unwrap_or(FORMAT))
+        (Meta::load(&table)?, format)
     };
     txn.commit()?;
     Ok(found)
 }
 
-fn start_writer(db: &Arc<Database>, meta: Meta, options: &RedbOptions) -> std::io::Result<Running> {
+/// The write-ahead log of a store at `meta` (its last durable commit), with the writes it
+/// holds after that applied; returns the store's counters after them. A store created just
+/// now clears the log: what it held came from another store.
+fn recover(
+    db: &Database,
+    meta: Meta,
+    created: bool,
+    log: Box<dyn wal::WalFile>,
+) -> Result<(wal::Wal, Meta), String> {
+    let failed = |e: std::io::Error| format!("cannot read the write-ahead log: {e}");
+    if created {
+        return Ok((wal::Wal::fresh(log).map_err(failed)?, meta));
+    }
+    let (mut wal, records) = wal::Wal::recover(log, meta).map_err(failed)?;
+    if records.is_empty() {
+        return Ok((wal, meta));
+    }
+    let after = writer::replay(db, meta, &records)
+        .map_err(|e| format!("cannot apply the write-ahead log ({} writes): {e}", records.len()))?;
+    debug!(
+        records = records.len(),
+        from = meta.revision,
+        to = after.revision,
+        "write-ahead log applied"
+    );
+    wal.restart().map_err(failed)?;
+    Ok((wal, after))
+}
+
+/// The write-ahead log's file: the store's file name with `.wal` added.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
+}
+
+fn start_writer(
+    db: &Arc<Database>,
+    meta: Meta,
+    wal: wal::Wal,
+    options: &RedbOptions,
+) -> std::io::Result<Running> {
     let (requests, queue) = mpsc::channel();
     let (events, _) = broadcast::channel(options.watch_buffer);
-    let writer = writer::Writer::new(db.clone(), queue, events.clone(), meta, options);
+    let writer = writer::Writer::new(db.clone(), queue, events.clone(), meta, wal, options);
     let thread = std::thread::Builder::new()
         .name("paved-store-writer".into())
         .spawn(move || writer.run())?;
@@ -417,6 +494,22 @@ async fn blocking<T: Send + 'static>(
     joined
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
         .map_err(backend)
+}
+
+/// How an event's kind is stored, in the history table and in the write-ahead log.
+fn kind_code(kind: crate::EventKind) -> u8 {
+    match kind {
+        crate::EventKind::Put => 0,
+        crate::EventKind::Delete => 1,
+    }
+}
+
+fn kind_of(code: u8) -> Option<crate::EventKind> {
+    match code {
+        0 => Some(crate::EventKind::Put),
+        1 => Some(crate::EventKind::Delete),
+        _ => None,
+    }
 }
 
 fn backend(e: redb::Error) -> StoreError {

@@ -4,7 +4,9 @@
 //! process dies.
 //!
 //! SIGKILL tests process crashes only: the page cache survives, so power loss is covered by
-//! redb's fsync on commit (`Durability::Immediate`), not by this test.
+//! the write-ahead log's fdatasync before each acknowledgement, not by this test. Half the
+//! rounds use a tiny checkpoint size, so the child checkpoints and starts its log over many
+//! times, and is killed with records of earlier passes still in the file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -12,9 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use paved_store::{Expect, RedbStore, Store, StoreError};
+use futures::StreamExt;
+use paved_store::{Expect, RedbOptions, RedbStore, Store, StoreError};
 
-/// Set in the child to `write:<path>` (write until killed) or `hold:<path>` (open, then wait).
+/// Set in the child to `write:<path>` (write until killed), `write-small-log:<path>` (the
+/// same, checkpointing every few writes) or `hold:<path>` (open, then wait).
 const CHILD_ENV: &str = "PAVED_STORE_TEST_CHILD";
 const WRITERS: usize = 16;
 const ACKS_BEFORE_KILL: usize = 400;
@@ -28,7 +32,16 @@ fn child() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     match role.split_once(':') {
-        Some(("write", path)) => runtime.block_on(write_until_killed(Path::new(path))),
+        Some(("write", path)) => {
+            runtime.block_on(write_until_killed(Path::new(path), RedbOptions::default()))
+        }
+        Some(("write-small-log", path)) => {
+            let options = RedbOptions {
+                checkpoint_bytes: 4096,
+                ..RedbOptions::default()
+            };
+            runtime.block_on(write_until_killed(Path::new(path), options));
+        }
         Some(("hold", path)) => {
             let _store = RedbStore::open(Path::new(path)).expect("child opens the store");
             say("READY");
@@ -42,8 +55,13 @@ fn child() {
 fn sigkill_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
-    for round in 0..3 {
-        let acks = run_writer_and_kill(&path);
+    for round in 0..4 {
+        let role = if round % 2 == 0 {
+            "write"
+        } else {
+            "write-small-log"
+        };
+        let acks = run_writer_and_kill(&path, role);
         assert!(
             acks.len() >= ACKS_BEFORE_KILL,
             "round {round}: only {} acks",
@@ -75,8 +93,8 @@ fn store_held_by_another_process_is_refused_until_it_dies() {
 
 /// Starts a writer child, waits for enough acknowledgements, kills it with SIGKILL, and
 /// returns every acknowledged (key, revision) it printed before dying.
-fn run_writer_and_kill(path: &Path) -> Vec<(String, u64)> {
-    let mut child = spawn_child("write", path);
+fn run_writer_and_kill(path: &Path, role: &str) -> Vec<(String, u64)> {
+    let mut child = spawn_child(role, path);
     let (lines, reader) = read_lines(&mut child);
     let start = Instant::now();
     let mut acks = Vec::new();
@@ -95,6 +113,7 @@ fn run_writer_and_kill(path: &Path) -> Vec<(String, u64)> {
 
 fn check_acknowledged(path: &Path, acks: &[(String, u64)], round: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
@@ -110,7 +129,29 @@ fn check_acknowledged(path: &Path, acks: &[(String, u64)], round: usize) {
                 "round {round}: {key} acked after the store revision"
             );
         }
+        check_history(&store, acks, revision, round).await;
     });
+}
+
+/// The history a watch replays holds every acknowledged write, at its revision, and the
+/// revisions of what was written come one after another.
+async fn check_history(store: &RedbStore, acks: &[(String, u64)], revision: u64, round: usize) {
+    let mut watch = store.watch("/crash/", 0).await.expect("watch the history");
+    let mut seen = std::collections::HashSet::new();
+    let mut last = 0;
+    while last < revision {
+        let event = tokio::time::timeout(DEADLINE, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: history ends at {last}, the store at {revision}"))
+            .expect("the watch goes on")
+            .expect("history replays");
+        assert_eq!(event.revision, last + 1, "round {round}: revisions without a gap");
+        last = event.revision;
+        seen.insert((event.key, event.revision));
+    }
+    for ack in acks {
+        assert!(seen.contains(ack), "round {round}: {ack:?} is not in the history");
+    }
 }
 
 fn spawn_child(role: &str, path: &Path) -> Child {
@@ -149,8 +190,8 @@ fn parse_ack(line: &str) -> Option<(String, u64)> {
     Some((key.to_owned(), revision.parse().ok()?))
 }
 
-async fn write_until_killed(path: &Path) {
-    let store = std::sync::Arc::new(RedbStore::open(path).expect("child opens the store"));
+async fn write_until_killed(path: &Path, options: RedbOptions) {
+    let store = std::sync::Arc::new(RedbStore::open_with(path, options).expect("child opens the store"));
     let run = std::process::id();
     let writers = (0..WRITERS).map(|w| {
         let store = store.clone();

@@ -1,17 +1,22 @@
 //! The writer thread of a `RedbStore`: group commit. It takes every queued request, applies
-//! them in order in one redb write transaction (each transaction its own revision), commits
-//! once, so one fsync covers the batch, then publishes the events and answers the callers.
+//! them in order in one redb write transaction (each transaction its own revision), appends
+//! the batch's record to the write-ahead log, so one fsync covers the batch, commits to redb
+//! without an fsync of its own, then publishes the events and answers the callers. Every so
+//! often it checkpoints: one durable redb commit, after which the log starts over.
 //!
-//! A request whose compare fails leaves no trace and the others still commit; if the commit
-//! itself fails, no request of the batch is acknowledged.
+//! A request whose compare fails leaves no trace and the others still commit; if the log or
+//! the commit fails, no request of the batch is acknowledged.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
-use tracing::error;
+use tracing::{debug, error};
 
-use super::{Batch, HISTORY, KV, META, META_COMPACTED, META_REVISION, Meta, RedbOptions};
+use super::wal::{Record, Wal};
+use super::{Batch, HISTORY, KV, META, META_COMPACTED, META_REVISION, Meta, RedbOptions, kind_code, kind_of};
 use crate::{Event, EventKind, Op, StoreError};
 
 /// One request to the writer, answered with a revision (for `Compact`: the revision history
@@ -35,7 +40,17 @@ pub(super) struct Writer {
     meta: Meta,
     history: u64,
     max_batch: usize,
+    wal: Wal,
+    checkpoint_bytes: u64,
+    /// Set when a batch reached the log but not redb's memory: what follows would fork the
+    /// log's chain, so every later write is refused until the store is opened again (which
+    /// applies the log).
+    failed: Option<String>,
 }
+
+/// A writer that has had nothing to do for this long checkpoints, so an idle store keeps no
+/// log to replay and no pages in memory that are not on disk.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// What one write transaction did, kept aside until it commits.
 struct Outcome {
@@ -54,15 +69,13 @@ type Reply = oneshot::Sender<Result<u64, StoreError>>;
 /// Revisions of a stored key: (create, mod).
 type Found = Option<(u64, u64)>;
 
-const KIND_PUT: u8 = 0;
-const KIND_DELETE: u8 = 1;
-
 impl Writer {
     pub(super) fn new(
         db: Arc<Database>,
         queue: mpsc::Receiver<Request>,
         events: broadcast::Sender<Batch>,
         meta: Meta,
+        wal: Wal,
         options: &RedbOptions,
     ) -> Writer {
         Writer {
@@ -72,13 +85,48 @@ impl Writer {
             meta,
             history: options.history,
             max_batch: options.max_batch,
+            wal,
+            checkpoint_bytes: options.checkpoint_bytes,
+            failed: None,
         }
     }
 
-    /// Serves batches until every sender is gone, that is until the store closes.
+    /// Serves batches until every sender is gone, that is until the store closes, then
+    /// checkpoints so that a clean stop leaves nothing to replay.
     pub(super) fn run(mut self) {
-        while let Ok(first) = self.queue.recv() {
-            self.serve(first);
+        loop {
+            match self.queue.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(first) => {
+                    self.serve(first);
+                    if self.wal.len() >= self.checkpoint_bytes {
+                        self.checkpoint();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.checkpoint(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.checkpoint();
+    }
+
+    /// Makes every commit so far durable in redb itself; then the log can start over. A
+    /// failure leaves the log as it is, still covering every commit, and is tried again later.
+    fn checkpoint(&mut self) {
+        if self.wal.len() == 0 || self.failed.is_some() {
+            return;
+        }
+        match checkpoint(&self.db) {
+            Ok(()) => {
+                debug!(
+                    log_bytes = self.wal.len(),
+                    revision = self.meta.revision,
+                    "store checkpointed"
+                );
+                if let Err(e) = self.wal.restart() {
+                    debug!(error = %e, "write-ahead log not cleared; the next open skips its records");
+                }
+            }
+            Err(e) => error!(error = %e, "store checkpoint failed; the write-ahead log keeps every write"),
         }
     }
 
@@ -89,8 +137,10 @@ impl Writer {
             Ok(outcome) => self.publish(outcome),
             Err(e) => {
                 error!(error = %e, requests = replies.len(), "store commit failed; batch not acknowledged");
-                let failed = || Err(StoreError::Backend(format!("redb: {e}")));
-                replies.iter().map(|_| failed()).collect()
+                replies
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(e.clone())))
+                    .collect()
             }
         };
         for (reply, answer) in replies.into_iter().zip(answers) {
@@ -108,21 +158,38 @@ impl Writer {
         outcome.answers
     }
 
-    /// Applies `first` and the requests queued behind it in one write transaction, and
-    /// commits it unless it changed nothing. `replies` holds the reply of `first`; every
+    /// Applies `first` and the requests queued behind it in one write transaction, logs it
+    /// and commits it, unless it changed nothing. `replies` holds the reply of `first`; every
     /// request taken from the queue adds its own, so a failure reaches them all.
-    fn write(&self, first: Work, replies: &mut Vec<Reply>) -> Result<Outcome, redb::Error> {
-        let txn = self.db.begin_write()?;
+    fn write(&mut self, first: Work, replies: &mut Vec<Reply>) -> Result<Outcome, String> {
+        if let Some(reason) = &self.failed {
+            return Err(reason.clone());
+        }
+        let mut txn = self.db.begin_write().map_err(redb_failure)?;
+        // The log makes the batch durable; redb's own fsync waits for the checkpoint.
+        txn.set_durability(Durability::None).map_err(redb_failure)?;
         let mut out = Outcome {
             meta: self.meta,
             events: Vec::new(),
             answers: Vec::new(),
         };
-        self.apply(&txn, first, replies, &mut out)?;
+        self.apply(&txn, first, replies, &mut out).map_err(redb_failure)?;
         if out.meta == self.meta {
-            txn.abort()?;
-        } else {
-            txn.commit()?;
+            txn.abort().map_err(redb_failure)?;
+            return Ok(out);
+        }
+        // Dropping the transaction on a failed append aborts it: the next record goes to the
+        // same place, after the same revision.
+        self.wal
+            .append(self.meta, out.meta, &out.events)
+            .map_err(|e| format!("write-ahead log: {e}"))?;
+        if let Err(e) = txn.commit() {
+            let reason = format!(
+                "redb: {e}; a write reached the log but not the store, so writes stop until paved \
+                 is restarted on this data, which applies the log"
+            );
+            self.failed = Some(reason.clone());
+            return Err(reason);
         }
         Ok(out)
     }
@@ -151,9 +218,7 @@ impl Writer {
         let keep_after = out.meta.revision.saturating_sub(self.history);
         tables.compact(&mut out.meta, keep_after)?;
         if out.meta != self.meta {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_REVISION, out.meta.revision)?;
-            meta.insert(META_COMPACTED, out.meta.compacted)?;
+            save_meta(txn, out.meta)?;
         }
         Ok(())
     }
@@ -197,8 +262,8 @@ impl Tables<'_> {
         }
         let revision = out.meta.revision + 1;
         for (op, current) in ops.iter().zip(found) {
-            if let Some(event) = self.write_op(op, current, revision)? {
-                self.record(&event, out.events.len() as u64)?;
+            if let Some(event) = op_event(op, current.is_some(), revision) {
+                self.store(&event, current, out.events.len() as u64)?;
                 out.events.push(event);
             }
         }
@@ -214,36 +279,26 @@ impl Tables<'_> {
         }))
     }
 
-    /// Writes one op whose compare held; returns its event, `None` for a delete of nothing.
-    fn write_op(&mut self, op: &Op, current: Found, revision: u64) -> Result<Option<Event>, redb::Error> {
-        let (kind, key, value) = match op {
-            Op::Put { key, value, .. } => {
-                let create = current.map_or(revision, |(c, _)| c);
-                self.kv
-                    .insert(key.as_str(), (create, revision, value.as_slice()))?;
-                (EventKind::Put, key, value.clone())
+    /// Writes an event to the keys (`current` is what the key holds) and to the history, as
+    /// the `index`th event of its batch.
+    fn store(&mut self, event: &Event, current: Found, index: u64) -> Result<(), redb::Error> {
+        let key = event.key.as_str();
+        match event.kind {
+            EventKind::Put => {
+                let create = current.map_or(event.revision, |(c, _)| c);
+                let row = (create, event.revision, event.value.as_slice());
+                self.kv.insert(key, row)?;
             }
-            Op::Delete { key, .. } if current.is_some() => {
-                self.kv.remove(key.as_str())?;
-                (EventKind::Delete, key, Vec::new())
+            EventKind::Delete => {
+                self.kv.remove(key)?;
             }
-            Op::Delete { .. } => return Ok(None),
-        };
-        Ok(Some(Event {
-            revision,
-            kind,
-            key: key.clone(),
-            value,
-        }))
+        }
+        self.record(event, index)
     }
 
     /// Appends an event to the history; `index` keeps the events of a batch in order.
     fn record(&mut self, event: &Event, index: u64) -> Result<(), redb::Error> {
-        let kind = match event.kind {
-            EventKind::Put => KIND_PUT,
-            EventKind::Delete => KIND_DELETE,
-        };
-        let row = (kind, event.key.as_str(), event.value.as_slice());
+        let row = (kind_code(event.kind), event.key.as_str(), event.value.as_slice());
         self.history.insert((event.revision, index), row)?;
         Ok(())
     }
@@ -261,13 +316,64 @@ impl Tables<'_> {
     }
 }
 
+/// The event of an op whose compare held; `None` for a delete of nothing.
+fn op_event(op: &Op, exists: bool, revision: u64) -> Option<Event> {
+    let (kind, key, value) = match op {
+        Op::Put { key, value, .. } => (EventKind::Put, key, value.clone()),
+        Op::Delete { key, .. } if exists => (EventKind::Delete, key, Vec::new()),
+        Op::Delete { .. } => return None,
+    };
+    Some(Event {
+        revision,
+        kind,
+        key: key.clone(),
+        value,
+    })
+}
+
+/// Applies the log's records (those after `meta`, the last durable commit) again, in one
+/// durable commit; returns the counters after them.
+pub(super) fn replay(db: &Database, mut meta: Meta, records: &[Record]) -> Result<Meta, redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut tables = Tables {
+            kv: txn.open_table(KV)?,
+            history: txn.open_table(HISTORY)?,
+        };
+        for record in records {
+            for (index, event) in record.events.iter().enumerate() {
+                let current = tables.found(&event.key)?;
+                tables.store(event, current, index as u64)?;
+            }
+            meta.revision = record.after.revision;
+            tables.compact(&mut meta, record.after.compacted)?;
+        }
+    }
+    save_meta(&txn, meta)?;
+    txn.commit()?;
+    Ok(meta)
+}
+
+/// A durable commit of nothing: it makes every non-durable commit before it durable.
+fn checkpoint(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn save_meta(txn: &WriteTransaction, meta: Meta) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(META)?;
+    table.insert(META_REVISION, meta.revision)?;
+    table.insert(META_COMPACTED, meta.compacted)?;
+    Ok(())
+}
+
+fn redb_failure(e: impl Into<redb::Error>) -> String {
+    format!("redb: {}", e.into())
+}
+
 /// Decodes the kind stored in a history row.
 pub(super) fn event_kind(code: u8) -> Result<EventKind, redb::Error> {
-    match code {
-        KIND_PUT => Ok(EventKind::Put),
-        KIND_DELETE => Ok(EventKind::Delete),
-        other => Err(redb::Error::Corrupted(format!(
-            "unknown event kind {other} in history"
-        ))),
-    }
+    kind_of(code).ok_or_else(|| redb::Error::Corrupted(format!("unknown event kind {code} in history")))
 }
