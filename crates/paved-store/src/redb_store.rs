@@ -52,6 +52,11 @@ pub struct RedbOptions {
     /// checkpoints, more memory for pages not yet in the file, and a longer replay after a
     /// crash. At least 1. Default 32 MiB.
     pub checkpoint_bytes: u64,
+    /// redb's page cache. Kept small on purpose: redb writes the pages of commits beyond half
+    /// of it to the file as they come, where a background flush writes them back, so a
+    /// checkpoint has little left to write; reads beyond it come from the kernel's page cache.
+    /// Default 4 MiB.
+    pub cache_bytes: usize,
 }
 
 /// A [`Store`] in one redb file and its write-ahead log (`<file>.wal`). Writes are durable
@@ -108,6 +113,7 @@ impl Default for RedbOptions {
             watch_buffer: 1024,
             verify_on_open: true,
             checkpoint_bytes: 32 << 20,
+            cache_bytes: 4 << 20,
         }
     }
 }
@@ -136,7 +142,8 @@ impl RedbStore {
         options
             .validate()
             .map_err(|reason| open_error(path, reason.into()))?;
-        let db = open_database(path, options.verify_on_open).map_err(|r| open_error(path, r))?;
+        let db = open_database(path, options.verify_on_open, options.cache_bytes)
+            .map_err(|r| open_error(path, r))?;
         // Opened after the database, whose lock keeps a second store off the log too.
         let log_path = wal_path(path);
         let log = std::fs::OpenOptions::new()
@@ -151,7 +158,10 @@ impl RedbStore {
                     format!("cannot open the write-ahead log {}: {e}", log_path.display()),
                 )
             })?;
-        RedbStore::start(path.to_owned(), db, Box::new(log), &options)
+        // A second handle on the file, for the background flusher: fdatasync writes back the
+        // file's pages whichever handle asks.
+        let file = std::fs::File::open(path).ok();
+        RedbStore::start(path.to_owned(), db, Box::new(log), file, &options)
     }
 
     /// Prepares the tables of an opened database, applies its write-ahead log, and starts its
@@ -160,12 +170,13 @@ impl RedbStore {
         path: PathBuf,
         db: Database,
         log: Box<dyn wal::WalFile>,
+        file: Option<std::fs::File>,
         options: &RedbOptions,
     ) -> Result<RedbStore, StoreError> {
         let db = Arc::new(db);
         let (meta, created) = prepare(&db).map_err(|reason| open_error(&path, reason))?;
         let (wal, meta) = recover(&db, meta, created, log).map_err(|reason| open_error(&path, reason))?;
-        let running = start_writer(&db, meta, wal, options)
+        let running = start_writer(&db, meta, wal, file, options)
             .map_err(|e| open_error(&path, format!("cannot start the writer thread: {e}")))?;
         debug!(path = %path.display(), revision = meta.revision, "store opened");
         Ok(RedbStore {
@@ -312,9 +323,10 @@ fn open_error(path: &Path, reason: String) -> StoreError {
 
 /// Opens or creates the redb file, turning every failure (including a panic on a damaged
 /// file) into a reason for `StoreError::Open`.
-fn open_database(path: &Path, verify: bool) -> Result<Database, String> {
+fn open_database(path: &Path, verify: bool, cache_bytes: usize) -> Result<Database, String> {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(verify);
+    builder.set_cache_size(cache_bytes);
     // redb verifies what it reads but may still panic on a damaged file it was told to trust.
     match catch_unwind(AssertUnwindSafe(|| builder.create(path))) {
         Ok(Ok(db)) => Ok(db),
@@ -420,11 +432,12 @@ fn start_writer(
     db: &Arc<Database>,
     meta: Meta,
     wal: wal::Wal,
+    file: Option<std::fs::File>,
     options: &RedbOptions,
 ) -> std::io::Result<Running> {
     let (requests, queue) = mpsc::channel();
     let (events, _) = broadcast::channel(options.watch_buffer);
-    let writer = writer::Writer::new(db.clone(), queue, events.clone(), meta, wal, options);
+    let writer = writer::Writer::new(db.clone(), queue, events.clone(), meta, wal, file, options);
     let thread = std::thread::Builder::new()
         .name("paved-store-writer".into())
         .spawn(move || writer.run())?;

@@ -127,7 +127,8 @@ fn store_on_full_disk() -> (RedbStore, Arc<AtomicBool>) {
         bytes: Default::default(),
         full: full.clone(),
     };
-    let store = RedbStore::start("memory".into(), db, Box::new(log), &RedbOptions::default()).expect("start");
+    let store =
+        RedbStore::start("memory".into(), db, Box::new(log), None, &RedbOptions::default()).expect("start");
     (store, full)
 }
 
