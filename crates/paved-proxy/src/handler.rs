@@ -41,7 +41,7 @@ use crate::env::{Clock, Dice};
 use crate::headers::{self, Forwarding};
 use crate::metrics::ErrorKind;
 use crate::table::{BackendEntry, RouteEntry, StickyKey, Table};
-use crate::upstream::{self, UpstreamError, Upstreams};
+use crate::upstream::{self, Answer, OwnBody, UpstreamError, Upstreams};
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -196,7 +196,7 @@ async fn attempts<'a>(
                 "cannot build the upstream request\n".to_owned(),
             );
         };
-        let mut in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+        let in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
         let sent = Instant::now();
         let result = upstreams.send(endpoint.addr, outgoing.h2, request).await;
         let retry = |retriable: bool, outgoing: &Outgoing| {
@@ -207,9 +207,9 @@ async fn attempts<'a>(
             ok
         };
         match result {
-            Ok((response, checkin)) => {
+            Ok(answer) => {
                 endpoint.observe_latency(sent.elapsed());
-                let status = response.status();
+                let status = answer.status();
                 if status.is_server_error() {
                     fail(shared, backend, endpoint, ErrorKind::Status);
                 } else {
@@ -217,8 +217,7 @@ async fn attempts<'a>(
                 }
                 let retriable = outgoing.idempotent && matches!(status.as_u16(), 502..=504);
                 if !retry(retriable, outgoing) {
-                    in_flight.set_connection(checkin);
-                    return respond(response, in_flight, outgoing.upgrade.take());
+                    return respond(answer, in_flight, outgoing.upgrade.take());
                 }
             }
             Err(UpstreamError {
@@ -370,11 +369,28 @@ fn fail(shared: &Shared, backend: &BackendEntry, endpoint: &EndpointState, kind:
 
 /// The upstream's response, hop-by-hop headers removed, its body streamed through. A
 /// `101 Switching Protocols` to an upgrade request joins the two upgraded connections.
-fn respond(
-    mut response: Response<Incoming>,
-    in_flight: InFlight,
-    upgrade: Option<OnUpgrade>,
-) -> Response<ProxyBody> {
+fn respond(answer: Answer, mut in_flight: InFlight, upgrade: Option<OnUpgrade>) -> Response<ProxyBody> {
+    let mut response = match answer {
+        Answer::Hyper(response, checkin) => {
+            in_flight.set_connection(checkin);
+            response
+        }
+        Answer::Own(head, body) => {
+            let (mut parts, ()) = head.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            let body = match body {
+                OwnBody::Whole(bytes) => {
+                    in_flight.ended();
+                    match bytes.is_empty() {
+                        true => ProxyBody::Empty,
+                        false => ProxyBody::Full(Some(bytes)),
+                    }
+                }
+                OwnBody::Stream(body) => ProxyBody::Own(body, Some(in_flight)),
+            };
+            return Response::from_parts(parts, body);
+        }
+    };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = upgrade
     {
