@@ -187,18 +187,30 @@ async fn attempts<'a>(
         *current = Some(endpoint);
         // An upgraded connection cannot be replayed.
         let may_retry = attempt < route.retries && outgoing.upgrade.is_none();
-        // A copy is kept only for what may be sent again after it reached an upstream;
-        // a request that never left comes back with the error.
-        let keep = may_retry && (outgoing.idempotent || outgoing.h2);
-        let Some(request) = outgoing.attempt(endpoint, keep) else {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot build the upstream request\n".to_owned(),
-            );
+        let in_flight;
+        let sent;
+        let result = if let Some(body) = outgoing.in_memory() {
+            // The own codec sends from `outgoing` by reference: nothing to copy for a retry.
+            in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+            sent = Instant::now();
+            let (method, path, headers) = (&outgoing.method, &outgoing.path, &outgoing.headers);
+            upstreams
+                .send_own(endpoint.addr, method, path, headers, body)
+                .await
+        } else {
+            // A copy is kept only for what may be sent again after it reached an upstream;
+            // a request that never left comes back with the error.
+            let keep = may_retry && (outgoing.idempotent || outgoing.h2);
+            let Some(request) = outgoing.attempt(endpoint, keep) else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot build the upstream request\n".to_owned(),
+                );
+            };
+            in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+            sent = Instant::now();
+            upstreams.send(endpoint.addr, outgoing.h2, request).await
         };
-        let in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
-        let sent = Instant::now();
-        let result = upstreams.send(endpoint.addr, outgoing.h2, request).await;
         let retry = |retriable: bool, outgoing: &Outgoing| {
             let ok = retriable && may_retry && outgoing.body.is_some() && shared.budget.withdraw();
             if ok {
@@ -224,9 +236,10 @@ async fn attempts<'a>(
                 kind,
                 message,
                 unsent,
+                never_left,
             }) => {
                 fail(shared, backend, endpoint, kind);
-                let unsent = unsent.map(|request| outgoing.restore(request)).is_some();
+                let unsent = unsent.map(|request| outgoing.restore(request)).is_some() || never_left;
                 if !retry(
                     unsent || kind == ErrorKind::Connect || outgoing.idempotent,
                     outgoing,
@@ -314,6 +327,19 @@ impl Outgoing {
             idempotent,
             upgrade,
         })
+    }
+
+    /// The body, when the request goes through the own HTTP/1.1 codec: over HTTP/1.1, with
+    /// its body in memory, and no upgrade (which hyper's client hands over).
+    fn in_memory(&self) -> Option<&[u8]> {
+        if self.h2 || self.upgrade.is_some() {
+            return None;
+        }
+        match self.body.as_ref()? {
+            ProxyBody::Empty => Some(&[]),
+            ProxyBody::Full(Some(bytes)) => Some(bytes),
+            _ => None,
+        }
     }
 
     /// The request for one attempt at `endpoint`: a copy when `keep` and the body can be

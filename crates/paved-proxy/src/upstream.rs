@@ -23,7 +23,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri, header};
+use http::header::HeaderMap;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
@@ -80,6 +82,9 @@ pub(crate) struct UpstreamError {
     pub(crate) message: String,
     /// The request, when it never left the proxy (so any method may be sent again).
     pub(crate) unsent: Option<Request<ProxyBody>>,
+    /// The request never left the proxy, and the caller still has it (the own codec sends
+    /// from the caller's copy).
+    pub(crate) never_left: bool,
 }
 
 /// An HTTP/1.1 connection lent to one request. [`Checkin::release`] returns it to the free
@@ -137,8 +142,9 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` to `addr`: over h2c when `h2` (the URI must then name the endpoint), else
-    /// over a pooled HTTP/1.1 connection (the URI is the path).
+    /// Sends `req` to `addr` through hyper: over h2c when `h2` (the URI must then name the
+    /// endpoint), else over a pooled HTTP/1.1 connection (the URI is the path). What
+    /// [`Upstreams::send_own`] can send goes there instead.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
@@ -160,43 +166,47 @@ impl Upstreams {
                     UpstreamError::new(kind, &e, None)
                 });
         }
-        let in_memory = matches!(req.body(), ProxyBody::Empty | ProxyBody::Full(_));
-        // Only an upgrade request carries `upgrade` upstream (hop-by-hop headers are stripped).
-        if in_memory && !req.headers().contains_key(header::UPGRADE) {
-            return self.send_own(addr, req).await;
-        }
         self.send_http1(addr, req).await
     }
 
-    /// Over the own codec: the request is written and the response head read right here.
-    async fn send_own(&self, addr: SocketAddr, req: Request<ProxyBody>) -> Result<Answer, UpstreamError> {
-        let reset = |e: &H1Error, unsent| UpstreamError::new(ErrorKind::Reset, e, unsent);
+    /// Over the own codec (`h1.rs`): the request is written and the response head read right
+    /// here, from the caller's request, which stays whole for another attempt. Only for a
+    /// body in memory and no upgrade.
+    pub(crate) async fn send_own(
+        &self,
+        addr: SocketAddr,
+        method: &Method,
+        path: &PathAndQuery,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Answer, UpstreamError> {
+        let failed = |kind, e: &dyn std::error::Error, never_left| UpstreamError {
+            never_left,
+            ..UpstreamError::new(kind, e, None)
+        };
         let mut conn = loop {
             let (mut conn, reused) = match self.http1.checkout_own(addr) {
                 Some(conn) => (conn, true),
                 None => match Box::pin(self.http1.connect_own(addr)).await {
                     Ok(conn) => (conn, false),
-                    Err((kind, e)) => return Err(UpstreamError::new(kind, &*e, Some(req))),
+                    Err((kind, e)) => return Err(failed(kind, &*e, true)),
                 },
             };
-            let body: &[u8] = match req.body() {
-                ProxyBody::Full(Some(bytes)) => bytes,
-                _ => &[],
-            };
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            match conn.write_request(req.method(), path, req.headers(), body).await {
+            match conn.write_request(method, path.as_str(), headers, body).await {
                 Ok(()) => break conn,
                 // A pooled connection the upstream had closed: the request never left, so it
                 // goes out on a fresh connection without counting as a retry.
                 Err(H1Error::Write { started: false, .. }) if reused => {}
-                Err(e @ H1Error::Write { started: false, .. }) => return Err(reset(&e, Some(req))),
-                Err(e) => return Err(reset(&e, None)),
+                Err(e @ H1Error::Write { started: false, .. }) => {
+                    return Err(failed(ErrorKind::Reset, &e, true));
+                }
+                Err(e) => return Err(failed(ErrorKind::Reset, &e, false)),
             }
         };
         let head = conn
-            .read_head(req.method() == Method::HEAD)
+            .read_head(method == Method::HEAD)
             .await
-            .map_err(|e| reset(&e, None))?;
+            .map_err(|e| failed(ErrorKind::Reset, &e, false))?;
         let release = || Release {
             pool: Arc::downgrade(&self.http1),
             addr,
@@ -256,6 +266,7 @@ impl UpstreamError {
             kind,
             message,
             unsent,
+            never_left: false,
         }
     }
 }
