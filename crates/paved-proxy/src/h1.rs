@@ -176,14 +176,12 @@ impl Conn {
     /// Reads the response head, skipping interim (1xx) responses; `head_request`: the request
     /// was a HEAD, so the response has no body whatever its headers say.
     pub(crate) async fn read_head(&mut self, head_request: bool) -> Result<Head, H1Error> {
+        let mut interim = 0;
         loop {
             if !self.read.is_empty()
-                && let Some(head) = self.parse_head(head_request)?
+                && let Some(head) = decode_head(&mut self.read, head_request, &mut interim)?
             {
                 return Ok(head);
-            }
-            if self.read.len() >= MAX_HEAD {
-                return Err(H1Error::HeadTooLarge);
             }
             self.read.reserve(READ_CHUNK);
             let n = self.io.read_buf(&mut self.read).await.map_err(H1Error::Read)?;
@@ -219,70 +217,6 @@ impl Conn {
         })
     }
 
-    /// One response head from the buffer, `None` if incomplete. Interim responses are dropped.
-    fn parse_head(&mut self, head_request: bool) -> Result<Option<Head>, H1Error> {
-        loop {
-            // Parsed from a frozen copy of the buffer (no bytes are copied), so that header
-            // values can be slices of it rather than allocations of their own.
-            let frozen = self.read.split().freeze();
-            let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let config = httparse::ParserConfig::default();
-            let len = match config.parse_response_with_uninit_headers(&mut parsed, &frozen, &mut fields) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => {
-                    self.unsplit(frozen);
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let code = parsed.code.unwrap_or(0);
-            if (100..200).contains(&code) && code != 101 {
-                self.read.extend_from_slice(&frozen[len..]);
-                if self.read.is_empty() {
-                    return Ok(None);
-                }
-                continue;
-            }
-            let status = StatusCode::from_u16(code).map_err(|_| H1Error::Framing("bad status code"))?;
-            let version = match parsed.version {
-                Some(0) => Version::HTTP_10,
-                _ => Version::HTTP_11,
-            };
-            let headers = header_map(&frozen, parsed.headers)?;
-            let framing = framing(status, head_request, &headers)?;
-            let keep_alive = keep_alive(version, &headers) && framing != Framing::Close;
-            let mut response = Response::new(());
-            *response.status_mut() = status;
-            *response.version_mut() = version;
-            *response.headers_mut() = headers;
-            if len < frozen.len() {
-                self.read.extend_from_slice(&frozen[len..]);
-            }
-            return Ok(Some(Head {
-                response,
-                framing,
-                keep_alive,
-            }));
-        }
-    }
-
-    /// Puts bytes split off by [`Conn::parse_head`] back, without a copy when nothing else
-    /// holds them.
-    fn unsplit(&mut self, frozen: Bytes) {
-        match frozen.try_into_mut() {
-            Ok(mut back) => {
-                back.unsplit(std::mem::take(&mut self.read));
-                self.read = back;
-            }
-            Err(frozen) => {
-                let rest = std::mem::take(&mut self.read);
-                self.read = BytesMut::from(&frozen[..]);
-                self.read.unsplit(rest);
-            }
-        }
-    }
-
     /// Reads more into the buffer; `Ready(Ok(0))` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read.reserve(READ_CHUNK);
@@ -295,7 +229,6 @@ impl Conn {
 impl ResponseBody {
     /// The body has ended: the connection goes back unless it must close.
     fn finish(&mut self) {
-        self.framing = Framing::Done;
         let conn = self.conn.take();
         if let (Some(conn), Some(release)) = (conn, self.release.take())
             && self.keep_alive
@@ -305,79 +238,11 @@ impl ResponseBody {
         }
     }
 
-    /// Steps over what follows a chunk's data when it is already buffered (CRLF, the last
-    /// chunk, an empty trailer), so that the body reports its end with its last data.
-    fn settle_chunked(&mut self) -> Result<(), H1Error> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        loop {
-            match self.framing {
-                Framing::Chunked(Chunk::DataEnd) => match take_crlf(&mut conn.read)? {
-                    true => self.framing = Framing::Chunked(Chunk::Size),
-                    false => return Ok(()),
-                },
-                Framing::Chunked(Chunk::Size) => match take_chunk_size(&mut conn.read)? {
-                    Some(0) => self.framing = Framing::Chunked(Chunk::Trailers),
-                    Some(n) => {
-                        self.framing = Framing::Chunked(Chunk::Data(n));
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                },
-                Framing::Chunked(Chunk::Trailers) => {
-                    if conn.read.starts_with(b"\r\n") {
-                        conn.read.advance(2);
-                        self.finish();
-                    }
-                    return Ok(());
-                }
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    fn poll_chunked(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        loop {
-            if let Err(e) = self.settle_chunked() {
-                return Poll::Ready(Some(Err(e)));
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match self.framing {
-                Framing::Chunked(Chunk::Data(left)) if !conn.read.is_empty() => {
-                    let n = left.min(conn.read.len() as u64);
-                    let data = conn.read.split_to(n as usize).freeze();
-                    self.framing = Framing::Chunked(match left - n {
-                        0 => Chunk::DataEnd,
-                        left => Chunk::Data(left),
-                    });
-                    if let Err(e) = self.settle_chunked() {
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(Chunk::Trailers) => match take_trailers(&mut conn.read) {
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                    Ok(Some(trailers)) => {
-                        self.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(None) if conn.read.len() > MAX_HEAD => {
-                        return Poll::Ready(Some(Err(H1Error::HeadTooLarge)));
-                    }
-                    Ok(None) => {}
-                },
-                Framing::Done => return Poll::Ready(None),
-                _ => {}
-            }
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(H1Error::Read(e)))),
-            }
-        }
+    /// The body failed: its connection closes, whatever may still come on it.
+    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.conn = None;
+        self.release = None;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -387,37 +252,30 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         let this = self.get_mut();
-        if let Framing::Chunked(_) = this.framing {
-            return this.poll_chunked(cx);
-        }
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if !conn.read.is_empty() {
-                let data = match this.framing {
-                    Framing::Length(left) => {
-                        let n = left.min(conn.read.len() as u64);
-                        let data = conn.read.split_to(n as usize).freeze();
-                        this.framing = Framing::Length(left - n);
-                        data
-                    }
-                    _ => conn.read.split().freeze(),
-                };
-                if this.framing == Framing::Length(0) {
-                    this.finish();
-                }
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+            let frame = match decode_body(&mut this.framing, &mut conn.read) {
+                Ok(frame) => frame,
+                Err(e) => return this.fail(e),
+            };
+            if this.framing == Framing::Done {
+                this.finish();
             }
+            if let Some(frame) = frame {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) if this.framing == Framing::Close => {
-                    this.framing = Framing::Done;
-                    this.conn = None;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
+                Ok(0) => match decode_eof(&mut this.framing) {
+                    Ok(()) => this.conn = None,
+                    Err(e) => return this.fail(e),
+                },
                 Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(H1Error::Read(e)))),
+                Err(e) => return this.fail(H1Error::Read(e)),
             }
         }
     }
@@ -483,6 +341,83 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&digits[at..]);
 }
 
+/// Decodes the response head at the start of `read`, dropping interim (1xx) responses before
+/// it; `None` until it is all buffered. `interim` counts the bytes of the interim responses
+/// dropped so far: with the final head they make one header section, capped at [`MAX_HEAD`].
+fn decode_head(
+    read: &mut BytesMut,
+    head_request: bool,
+    interim: &mut usize,
+) -> Result<Option<Head>, H1Error> {
+    loop {
+        // Parsed from a frozen copy of the buffer (no bytes are copied), so that header
+        // values can be slices of it rather than allocations of their own.
+        let frozen = read.split().freeze();
+        let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, &frozen, &mut fields)? {
+            httparse::Status::Complete(len) if *interim + len <= MAX_HEAD => len,
+            httparse::Status::Partial if *interim + frozen.len() < MAX_HEAD => {
+                unsplit(read, frozen);
+                return Ok(None);
+            }
+            _ => return Err(H1Error::HeadTooLarge),
+        };
+        let code = parsed.code.unwrap_or(0);
+        // The codec never asks for an upgrade, so a 101 would leave the connection speaking
+        // a protocol nobody asked for.
+        if code == 101 {
+            return Err(H1Error::Framing(
+                "101 switching protocols to a request that asked for no upgrade",
+            ));
+        }
+        if (100..200).contains(&code) {
+            *interim += len;
+            read.extend_from_slice(&frozen[len..]);
+            if read.is_empty() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| H1Error::Framing("bad status code"))?;
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut headers = header_map(&frozen, parsed.headers)?;
+        let (framing, must_close) = framing(status, version, head_request, &mut headers)?;
+        let keep_alive = !must_close && framing != Framing::Close && keep_alive(version, &headers);
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        if len < frozen.len() {
+            read.extend_from_slice(&frozen[len..]);
+        }
+        return Ok(Some(Head {
+            response,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// Puts bytes split off by [`decode_head`] back, without a copy when nothing else holds them.
+fn unsplit(read: &mut BytesMut, frozen: Bytes) {
+    match frozen.try_into_mut() {
+        Ok(mut back) => {
+            back.unsplit(std::mem::take(read));
+            *read = back;
+        }
+        Err(frozen) => {
+            let rest = std::mem::take(read);
+            *read = BytesMut::from(&frozen[..]);
+            read.unsplit(rest);
+        }
+    }
+}
+
 /// Header fields as a map whose values share `frozen`'s bytes.
 fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, H1Error> {
     let mut headers = HeaderMap::with_capacity(fields.len());
@@ -496,27 +431,46 @@ fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderM
     Ok(headers)
 }
 
-/// How the body of a response is delimited (RFC 9112, section 6.3).
-fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> Result<Framing, H1Error> {
+/// How the body of a response is delimited (RFC 9112, section 6.3), and whether the
+/// connection must close after it whatever the response says. `content-length` is left in
+/// `headers` only as one value that describes the body as sent, since it is forwarded.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    head_request: bool,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), H1Error> {
     if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok(Framing::Done);
+        return Ok((Framing::Done, false));
     }
-    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(match chunked {
-            true => Framing::Chunked(Chunk::Size),
-            false => Framing::Close,
-        });
-    }
+    let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() else {
+        return Ok((content_length(headers)?, false));
+    };
+    let chunked = last
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    // Transfer-Encoding overrides Content-Length, which then is not forwarded; a response
+    // with both (a sign of smuggling) or with a transfer coding in HTTP/1.0 has framing the
+    // upstream may see otherwise, so its connection carries no other request (RFC 9112,
+    // sections 6.1 and 6.3).
+    let both = headers.remove(header::CONTENT_LENGTH).is_some();
+    let framing = match chunked {
+        true => Framing::Chunked(Chunk::Size),
+        false => Framing::Close,
+    };
+    Ok((framing, both || version == Version::HTTP_10))
+}
+
+/// The framing a response's `content-length` fields give; several that agree become one.
+fn content_length(headers: &mut HeaderMap) -> Result<Framing, H1Error> {
     let mut length = None;
+    let mut values = 0;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let n = parse_decimal(part.trim_ascii()).ok_or(H1Error::Framing("bad content-length"))?;
@@ -524,7 +478,13 @@ fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> Resul
                 return Err(H1Error::Framing("conflicting content-length values"));
             }
             length = Some(n);
+            values += 1;
         }
+    }
+    if values > 1
+        && let Some(n) = length
+    {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(match length {
         Some(0) => Framing::Done,
@@ -558,14 +518,95 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// Consumes the CRLF after a chunk's data; `false` if not buffered yet.
+/// One step of decoding a body from `read`: a frame, or `None` when more bytes are needed or
+/// the body has ended (`*framing` is then [`Framing::Done`]). A body's last frame leaves
+/// `*framing` done when what follows it (a chunked body's end) is already buffered.
+fn decode_body(framing: &mut Framing, read: &mut BytesMut) -> Result<Option<Frame<Bytes>>, H1Error> {
+    match *framing {
+        Framing::Length(left) if !read.is_empty() => {
+            let n = left.min(read.len() as u64);
+            *framing = match left - n {
+                0 => Framing::Done,
+                left => Framing::Length(left),
+            };
+            Ok(Some(Frame::data(read.split_to(n as usize).freeze())))
+        }
+        Framing::Close if !read.is_empty() => Ok(Some(Frame::data(read.split().freeze()))),
+        Framing::Chunked(_) => decode_chunked(framing, read),
+        _ => Ok(None),
+    }
+}
+
+/// The connection reached its end: fine only for a body delimited by it.
+fn decode_eof(framing: &mut Framing) -> Result<(), H1Error> {
+    match *framing {
+        Framing::Close | Framing::Done => {
+            *framing = Framing::Done;
+            Ok(())
+        }
+        _ => Err(H1Error::Closed),
+    }
+}
+
+fn decode_chunked(framing: &mut Framing, read: &mut BytesMut) -> Result<Option<Frame<Bytes>>, H1Error> {
+    settle_chunked(framing, read)?;
+    match *framing {
+        Framing::Chunked(Chunk::Data(left)) if !read.is_empty() => {
+            let n = left.min(read.len() as u64);
+            let data = read.split_to(n as usize).freeze();
+            *framing = Framing::Chunked(match left - n {
+                0 => Chunk::DataEnd,
+                left => Chunk::Data(left),
+            });
+            settle_chunked(framing, read)?;
+            Ok(Some(Frame::data(data)))
+        }
+        Framing::Chunked(Chunk::Trailers) => match take_trailers(read)? {
+            Some(trailers) => {
+                *framing = Framing::Done;
+                Ok(Some(Frame::trailers(trailers)))
+            }
+            None if read.len() > MAX_HEAD => Err(H1Error::HeadTooLarge),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Steps over what follows a chunk's data when it is already buffered (CRLF, the last
+/// chunk, an empty trailer section), so that the body reports its end with its last data.
+fn settle_chunked(framing: &mut Framing, read: &mut BytesMut) -> Result<(), H1Error> {
+    loop {
+        match *framing {
+            Framing::Chunked(Chunk::DataEnd) => match take_crlf(read)? {
+                true => *framing = Framing::Chunked(Chunk::Size),
+                false => return Ok(()),
+            },
+            Framing::Chunked(Chunk::Size) => match take_chunk_size(read)? {
+                Some(0) => *framing = Framing::Chunked(Chunk::Trailers),
+                Some(n) => {
+                    *framing = Framing::Chunked(Chunk::Data(n));
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            Framing::Chunked(Chunk::Trailers) => {
+                if read.starts_with(b"\r\n") {
+                    read.advance(2);
+                    *framing = Framing::Done;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Consumes the CRLF after a chunk's data; `false` if not buffered yet. A bare LF is refused,
+/// as hyper does: leniency in framing is where proxies and servers come to disagree.
 fn take_crlf(buf: &mut BytesMut) -> Result<bool, H1Error> {
     match buf.first() {
         None => Ok(false),
-        Some(b'\n') => {
-            buf.advance(1);
-            Ok(true)
-        }
         Some(b'\r') => match buf.get(1) {
             None => Ok(false),
             Some(b'\n') => {
@@ -580,15 +621,45 @@ fn take_crlf(buf: &mut BytesMut) -> Result<bool, H1Error> {
 
 /// Consumes a chunk-size line (extensions ignored); `None` if not buffered yet.
 fn take_chunk_size(buf: &mut BytesMut) -> Result<Option<u64>, H1Error> {
-    match httparse::parse_chunk_size(buf) {
-        Ok(httparse::Status::Complete((len, size))) => {
+    match parse_chunk_size(buf)? {
+        Some((len, _)) if len > MAX_LINE => Err(H1Error::Framing("chunk-size line too long")),
+        Some((len, size)) => {
             buf.advance(len);
             Ok(Some(size))
         }
-        Ok(httparse::Status::Partial) if buf.len() < MAX_LINE => Ok(None),
-        Ok(httparse::Status::Partial) => Err(H1Error::Framing("chunk-size line too long")),
-        Err(_) => Err(H1Error::Framing("bad chunk size")),
+        None if buf.len() < MAX_LINE => Ok(None),
+        None => Err(H1Error::Framing("chunk-size line too long")),
     }
+}
+
+/// A chunk-size line (RFC 9112, section 7.1): its length and the size, `None` if incomplete.
+/// Stricter than httparse's, which reads an empty or blank line as the last chunk and lets a
+/// bare LF or control bytes into an extension.
+fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, H1Error> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let Some(lf) = buf[digits..].iter().position(|&b| b == b'\n') else {
+        return match digits == 0 && !buf.is_empty() {
+            true => Err(H1Error::Framing("bad chunk size")),
+            false => Ok(None),
+        };
+    };
+    if digits == 0 {
+        return Err(H1Error::Framing("bad chunk size"));
+    }
+    let size = buf[..digits].iter().try_fold(0u64, |n, &d| {
+        let digit = (d as char).to_digit(16).map(u64::from)?;
+        n.checked_mul(16)?.checked_add(digit)
+    });
+    let size = size.ok_or(H1Error::Framing("chunk size overflows 64 bits"))?;
+    let Some(ext) = buf[digits..digits + lf].strip_suffix(b"\r") else {
+        return Err(H1Error::Framing("chunk-size line not ended by CRLF"));
+    };
+    let ext = ext.trim_ascii_start();
+    let printable = |&b: &u8| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80;
+    if !ext.is_empty() && (ext[0] != b';' || !ext.iter().all(printable)) {
+        return Err(H1Error::Framing("bad chunk extension"));
+    }
+    Ok(Some((digits + lf + 1, size)))
 }
 
 /// Consumes the trailer section after the last chunk (the caller has checked it is not just
