@@ -683,4 +683,6 @@ fn take_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, H1Error> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
