@@ -95,6 +95,42 @@ pub(crate) struct ResponseBody {
     release: Option<Release>,
 }
 
+/// How far the search for the end of a response head has come, kept across reads: a head that
+/// arrives in small pieces is then searched once rather than parsed again from its start after
+/// every read, which costs time quadratic in its size (about 2·10⁹ byte scans for a 64 KiB
+/// head sent a byte per packet).
+#[derive(Debug, Default)]
+struct HeadSearch {
+    /// Bytes of the interim (1xx) responses dropped so far: with the final head they make one
+    /// header section, capped at [`MAX_HEAD`].
+    interim: usize,
+    /// Whether this head was parsed once already and found incomplete. The first read usually
+    /// brings the whole head, so it is parsed at once, without a search first.
+    tried: bool,
+    /// Bytes at the start of the buffer searched for the end of the head.
+    searched: usize,
+    /// Where the searched bytes left the search.
+    at: Scan,
+    /// Full parses of a head so far, for tests to check that they stay few.
+    #[cfg(test)]
+    parses: usize,
+}
+
+/// The search for the end of a head, after a byte. The head ends with an empty line (`\r\n`
+/// or a bare `\n`, which httparse accepts too) after the status line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Only empty lines so far, which httparse skips before the status line.
+    #[default]
+    Leading,
+    /// Inside a line.
+    Line,
+    /// Just after a line's LF.
+    LineEnd,
+    /// After a line's LF and a CR.
+    LineEndCr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     /// This many bytes are left.
@@ -176,17 +212,17 @@ impl Conn {
     /// Reads the response head, skipping interim (1xx) responses; `head_request`: the request
     /// was a HEAD, so the response has no body whatever its headers say.
     pub(crate) async fn read_head(&mut self, head_request: bool) -> Result<Head, H1Error> {
-        let mut interim = 0;
+        let mut search = HeadSearch::default();
         loop {
             if !self.read.is_empty()
-                && let Some(head) = decode_head(&mut self.read, head_request, &mut interim)?
+                && let Some(head) = decode_head(&mut self.read, head_request, &mut search)?
             {
                 return Ok(head);
             }
             self.read.reserve(READ_CHUNK);
             let n = self.io.read_buf(&mut self.read).await.map_err(H1Error::Read)?;
             if n == 0 {
-                return Err(H1Error::Closed);
+                return Err(search.closed(&mut self.read));
             }
         }
     }
@@ -223,6 +259,54 @@ impl Conn {
         // `read_buf` keeps no state between polls, so a fresh one per poll is the same future.
         let read = self.io.read_buf(&mut self.read);
         std::pin::pin!(read).poll(cx)
+    }
+}
+
+impl HeadSearch {
+    /// Whether the end of the head may be in `buf`, searching only the bytes not searched yet.
+    fn may_be_complete(&mut self, buf: &[u8]) -> bool {
+        if !self.tried {
+            return true;
+        }
+        let start = self.searched.min(buf.len());
+        for (i, &b) in buf[start..].iter().enumerate() {
+            self.at = match (self.at, b) {
+                (Scan::LineEnd | Scan::LineEndCr, b'\n') => {
+                    // Should the parse still find the head incomplete, the search goes on
+                    // after this line end.
+                    self.searched = start + i + 1;
+                    self.at = Scan::LineEnd;
+                    return true;
+                }
+                (Scan::Leading, b'\r' | b'\n') => Scan::Leading,
+                (Scan::LineEnd, b'\r') => Scan::LineEndCr,
+                (_, b'\n') => Scan::LineEnd,
+                _ => Scan::Line,
+            };
+        }
+        self.searched = buf.len();
+        false
+    }
+
+    /// An interim response was dropped from the buffer: the search starts again on what follows.
+    fn restart(&mut self, interim: usize) {
+        self.interim += interim;
+        self.tried = false;
+        self.searched = 0;
+        self.at = Scan::Leading;
+    }
+
+    /// The connection ended before the head: the error that parsing what came gives (as
+    /// parsing after every read would have found), else [`H1Error::Closed`].
+    fn closed(&mut self, read: &mut BytesMut) -> H1Error {
+        if read.is_empty() {
+            return H1Error::Closed;
+        }
+        self.tried = false;
+        match decode_head(read, false, self) {
+            Err(e) => e,
+            Ok(_) => H1Error::Closed,
+        }
     }
 }
 
@@ -342,14 +426,22 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Decodes the response head at the start of `read`, dropping interim (1xx) responses before
-/// it; `None` until it is all buffered. `interim` counts the bytes of the interim responses
-/// dropped so far: with the final head they make one header section, capped at [`MAX_HEAD`].
+/// it; `None` until it is all buffered. Parsed only once `search` finds that the end of the
+/// head may be buffered, or the buffer is full.
 fn decode_head(
     read: &mut BytesMut,
     head_request: bool,
-    interim: &mut usize,
+    search: &mut HeadSearch,
 ) -> Result<Option<Head>, H1Error> {
     loop {
+        let full = search.interim + read.len() >= MAX_HEAD;
+        if !full && !search.may_be_complete(read) {
+            return Ok(None);
+        }
+        #[cfg(test)]
+        {
+            search.parses += 1;
+        }
         // Parsed from a frozen copy of the buffer (no bytes are copied), so that header
         // values can be slices of it rather than allocations of their own.
         let frozen = read.split().freeze();
@@ -357,9 +449,10 @@ fn decode_head(
         let mut parsed = httparse::Response::new(&mut []);
         let config = httparse::ParserConfig::default();
         let len = match config.parse_response_with_uninit_headers(&mut parsed, &frozen, &mut fields)? {
-            httparse::Status::Complete(len) if *interim + len <= MAX_HEAD => len,
-            httparse::Status::Partial if *interim + frozen.len() < MAX_HEAD => {
+            httparse::Status::Complete(len) if search.interim + len <= MAX_HEAD => len,
+            httparse::Status::Partial if search.interim + frozen.len() < MAX_HEAD => {
                 unsplit(read, frozen);
+                search.tried = true;
                 return Ok(None);
             }
             _ => return Err(H1Error::HeadTooLarge),
@@ -373,7 +466,7 @@ fn decode_head(
             ));
         }
         if (100..200).contains(&code) {
-            *interim += len;
+            search.restart(len);
             read.extend_from_slice(&frozen[len..]);
             if read.is_empty() {
                 return Ok(None);

@@ -204,6 +204,9 @@ proptest! {
         prop_assert_eq!(decoded.trailers, trailers);
         // Close-delimited answers end their connection; the others leave it reusable.
         prop_assert_eq!(decoded.reusable, !matches!(answer.framing, Framing::Close));
+        // However the answer is cut, each head is parsed at most on its first piece and
+        // once it has ended (and once more at the decoder's first look, at nothing).
+        prop_assert!(decoded.parses <= 2 * (answer.interim + 1) + 1, "{} parses", decoded.parses);
     }
 
     #[test]

@@ -290,6 +290,8 @@ pub(super) struct Decoded {
     pub(super) trailers: Option<HeaderMap>,
     /// Whether the connection would go back to the pool: nothing beyond the response came.
     pub(super) reusable: bool,
+    /// Times the head (or heads, with interim responses) was parsed in full.
+    pub(super) parses: usize,
 }
 
 /// Feeds `pieces` to the decoder one at a time, as reads from a connection would.
@@ -299,12 +301,15 @@ pub(super) fn decode<'a>(
 ) -> Result<Decoded, H1Error> {
     let mut pieces = pieces.into_iter();
     let mut read = BytesMut::new();
-    let mut interim = 0;
+    let mut search = HeadSearch::default();
     let head = loop {
-        if let Some(head) = decode_head(&mut read, head_request, &mut interim)? {
+        if let Some(head) = decode_head(&mut read, head_request, &mut search)? {
             break head;
         }
-        read.extend_from_slice(pieces.next().ok_or(H1Error::Closed)?);
+        match pieces.next() {
+            Some(piece) => read.extend_from_slice(piece),
+            None => return Err(search.closed(&mut read)),
+        }
     };
     let (mut body, mut trailers, mut framing) = (Vec::new(), None, head.framing);
     loop {
@@ -330,13 +335,14 @@ pub(super) fn decode<'a>(
         body,
         trailers,
         reusable: head.keep_alive && beyond == 0,
+        parses: search.parses,
     })
 }
 
 /// Decodes `answer` fed a byte at a time and whole, expecting the same either way:
 /// `Ok((status, body, reusable))` or an error whose message contains the given text.
 fn check_decode(answer: &str, head_request: bool, want: Result<(u16, &str, bool), &str>) {
-    // Byte by byte only when short: each piece parses the head again from its start.
+    // Byte by byte only when short: each piece parses a trailer section again from its start.
     for bytewise in [answer.len() < 4096, false] {
         let whole = [answer.as_bytes()];
         let got = match bytewise {
@@ -482,6 +488,42 @@ fn header_sections_are_capped() {
     let trailers = format!("{}\r\n", "x-t: v\r\n".repeat(MAX_HEAD / 8 + 1));
     let answer = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n{trailers}");
     check_decode(&answer, false, Err("too many headers"));
+}
+
+#[test]
+fn a_head_sent_a_byte_at_a_time_is_parsed_once_it_has_ended() {
+    // 60 KiB of fields, within both caps.
+    let value = "v".repeat(480);
+    let fields: String = (0..MAX_HEADERS - 1)
+        .map(|i| format!("x-{i:03}: {value}\r\n"))
+        .collect();
+    let big = format!("HTTP/1.1 200 OK\r\n{fields}content-length: 2\r\n\r\nhi");
+    assert!(big.len() > 60 * 1024 && big.len() < MAX_HEAD, "{}", big.len());
+    let hints = "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n";
+    // Bare LFs end lines and the head too; empty lines before the status line are skipped.
+    let bare = "\r\n\n\nHTTP/1.1 200 OK\nx-a: b\r\ncontent-length: 2\n\nhi";
+    let hinted = format!("{hints}{hints}{big}");
+    for (answer, heads, fields) in [
+        (big.as_str(), 1, MAX_HEADERS),
+        (&hinted, 3, MAX_HEADERS),
+        (bare, 1, 2),
+    ] {
+        let decoded = decode(answer.as_bytes().chunks(1), false).unwrap();
+        let got = (decoded.status, decoded.headers.len(), decoded.body.as_slice());
+        assert_eq!(got, (200, fields, b"hi".as_slice()), "{answer:.80?}");
+        // Each head is parsed on its first byte and once it has ended; the decoder's first
+        // look, at an empty buffer, is one more.
+        assert!(decoded.parses <= 2 * heads + 1, "{} parses", decoded.parses);
+    }
+    // A head that never ends is still refused at the cap, and a malformed one that the
+    // upstream cut short still says what was wrong with it.
+    let endless = format!("HTTP/1.1 200 OK\r\nx-a: {}", "a".repeat(MAX_HEAD));
+    check_decode(&endless, false, Err("larger than"));
+    let flood = "\n".repeat(MAX_HEAD);
+    check_decode(&flood, false, Err("larger than"));
+    check_decode("HTTP/1.1 200 OK\r\nbad field\r\n", false, Err("malformed"));
+    check_decode("HTTP/1.1 abc", false, Err("malformed"));
+    check_decode("HTTP/1.1 200 OK\r\nx-a: b\r\n", false, Err("closed"));
 }
 
 #[test]
