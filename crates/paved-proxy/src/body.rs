@@ -13,7 +13,10 @@ use hyper::body::Incoming;
 use paved_telemetry::Gauge;
 
 use crate::endpoint::EndpointState;
+use crate::h1;
 use crate::upstream::Checkin;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request or response body as the proxy forwards it.
 #[derive(Debug)]
@@ -24,6 +27,8 @@ pub(crate) enum ProxyBody {
     /// Streamed from the other side; the guard ends the request's in-flight accounting when
     /// the body ends or is dropped.
     Stream(Incoming, Option<InFlight>),
+    /// An upstream response streamed by the own HTTP/1.1 codec, with its guard.
+    Own(h1::ResponseBody, Option<InFlight>),
 }
 
 /// Holds a request in flight on an endpoint and a route's gauge until dropped, and the
@@ -72,14 +77,14 @@ impl ProxyBody {
         match self {
             ProxyBody::Empty => Some(ProxyBody::Empty),
             ProxyBody::Full(b) => Some(ProxyBody::Full(b.clone())),
-            ProxyBody::Stream(..) => None,
+            ProxyBody::Stream(..) | ProxyBody::Own(..) => None,
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -88,23 +93,8 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream(body, guard) => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                // hyper stops polling once a body says it has ended, so look after each frame.
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) => {
-                        guard.take();
-                        false
-                    }
-                    Poll::Pending => false,
-                };
-                if ended && let Some(guard) = guard.take() {
-                    guard.ended();
-                }
-                polled
-            }
+            ProxyBody::Stream(body, guard) => poll_guarded(body, guard, cx),
+            ProxyBody::Own(body, guard) => poll_guarded(body, guard, cx),
         }
     }
 
@@ -113,6 +103,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Stream(body, _) => body.is_end_stream(),
+            ProxyBody::Own(body, _) => body.is_end_stream(),
         }
     }
 
@@ -121,6 +112,34 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Stream(body, _) => body.size_hint(),
+            ProxyBody::Own(body, _) => body.size_hint(),
         }
     }
+}
+
+/// Polls a streamed body, ending its guard with the body.
+fn poll_guarded<B>(
+    body: &mut B,
+    guard: &mut Option<InFlight>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let polled = Pin::new(&mut *body).poll_frame(cx);
+    // hyper stops polling once a body says it has ended, so look after each frame.
+    let ended = match &polled {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+        Poll::Ready(Some(Err(_))) => {
+            guard.take();
+            false
+        }
+        Poll::Pending => false,
+    };
+    if ended && let Some(guard) = guard.take() {
+        guard.ended();
+    }
+    polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
 }

@@ -41,7 +41,7 @@ use crate::env::{Clock, Dice};
 use crate::headers::{self, Forwarding};
 use crate::metrics::ErrorKind;
 use crate::table::{BackendEntry, RouteEntry, StickyKey, Table};
-use crate::upstream::{self, UpstreamError, Upstreams};
+use crate::upstream::{self, Answer, OwnBody, UpstreamError, Upstreams};
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -187,18 +187,30 @@ async fn attempts<'a>(
         *current = Some(endpoint);
         // An upgraded connection cannot be replayed.
         let may_retry = attempt < route.retries && outgoing.upgrade.is_none();
-        // A copy is kept only for what may be sent again after it reached an upstream;
-        // a request that never left comes back with the error.
-        let keep = may_retry && (outgoing.idempotent || outgoing.h2);
-        let Some(request) = outgoing.attempt(endpoint, keep) else {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot build the upstream request\n".to_owned(),
-            );
+        let in_flight;
+        let sent;
+        let result = if let Some(body) = outgoing.in_memory() {
+            // The own codec sends from `outgoing` by reference: nothing to copy for a retry.
+            in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+            sent = Instant::now();
+            let (method, path, headers) = (&outgoing.method, &outgoing.path, &outgoing.headers);
+            upstreams
+                .send_own(endpoint.addr, method, path, headers, body)
+                .await
+        } else {
+            // A copy is kept only for what may be sent again after it reached an upstream;
+            // a request that never left comes back with the error.
+            let keep = may_retry && (outgoing.idempotent || outgoing.h2);
+            let Some(request) = outgoing.attempt(endpoint, keep) else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot build the upstream request\n".to_owned(),
+                );
+            };
+            in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
+            sent = Instant::now();
+            upstreams.send(endpoint.addr, outgoing.h2, request).await
         };
-        let mut in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
-        let sent = Instant::now();
-        let result = upstreams.send(endpoint.addr, outgoing.h2, request).await;
         let retry = |retriable: bool, outgoing: &Outgoing| {
             let ok = retriable && may_retry && outgoing.body.is_some() && shared.budget.withdraw();
             if ok {
@@ -207,9 +219,9 @@ async fn attempts<'a>(
             ok
         };
         match result {
-            Ok((response, checkin)) => {
+            Ok(answer) => {
                 endpoint.observe_latency(sent.elapsed());
-                let status = response.status();
+                let status = answer.status();
                 if status.is_server_error() {
                     fail(shared, backend, endpoint, ErrorKind::Status);
                 } else {
@@ -217,17 +229,17 @@ async fn attempts<'a>(
                 }
                 let retriable = outgoing.idempotent && matches!(status.as_u16(), 502..=504);
                 if !retry(retriable, outgoing) {
-                    in_flight.set_connection(checkin);
-                    return respond(response, in_flight, outgoing.upgrade.take());
+                    return respond(answer, in_flight, outgoing.upgrade.take());
                 }
             }
             Err(UpstreamError {
                 kind,
                 message,
                 unsent,
+                never_left,
             }) => {
                 fail(shared, backend, endpoint, kind);
-                let unsent = unsent.map(|request| outgoing.restore(request)).is_some();
+                let unsent = unsent.map(|request| outgoing.restore(request)).is_some() || never_left;
                 if !retry(
                     unsent || kind == ErrorKind::Connect || outgoing.idempotent,
                     outgoing,
@@ -317,6 +329,19 @@ impl Outgoing {
         })
     }
 
+    /// The body, when the request goes through the own HTTP/1.1 codec: over HTTP/1.1, with
+    /// its body in memory, and no upgrade (which hyper's client hands over).
+    fn in_memory(&self) -> Option<&[u8]> {
+        if self.h2 || self.upgrade.is_some() {
+            return None;
+        }
+        match self.body.as_ref()? {
+            ProxyBody::Empty => Some(&[]),
+            ProxyBody::Full(Some(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
     /// The request for one attempt at `endpoint`: a copy when `keep` and the body can be
     /// replayed, else the original moved out (`None` if it already was).
     fn attempt(&mut self, endpoint: &EndpointState, keep: bool) -> Option<Request<ProxyBody>> {
@@ -370,11 +395,28 @@ fn fail(shared: &Shared, backend: &BackendEntry, endpoint: &EndpointState, kind:
 
 /// The upstream's response, hop-by-hop headers removed, its body streamed through. A
 /// `101 Switching Protocols` to an upgrade request joins the two upgraded connections.
-fn respond(
-    mut response: Response<Incoming>,
-    in_flight: InFlight,
-    upgrade: Option<OnUpgrade>,
-) -> Response<ProxyBody> {
+fn respond(answer: Answer, mut in_flight: InFlight, upgrade: Option<OnUpgrade>) -> Response<ProxyBody> {
+    let mut response = match answer {
+        Answer::Hyper(response, checkin) => {
+            in_flight.set_connection(checkin);
+            response
+        }
+        Answer::Own(head, body) => {
+            let (mut parts, ()) = head.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            let body = match body {
+                OwnBody::Whole(bytes) => {
+                    in_flight.ended();
+                    match bytes.is_empty() {
+                        true => ProxyBody::Empty,
+                        false => ProxyBody::Full(Some(bytes)),
+                    }
+                }
+                OwnBody::Stream(body) => ProxyBody::Own(body, Some(in_flight)),
+            };
+            return Response::from_parts(parts, body);
+        }
+    };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = upgrade
     {

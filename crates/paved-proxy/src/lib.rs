@@ -17,6 +17,7 @@ mod endpoint;
 pub mod env;
 mod error;
 mod fault;
+mod h1;
 mod handler;
 mod headers;
 mod metrics;
