@@ -8,7 +8,6 @@
 //! the commit fails, no request of the batch is acknowledged.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -49,10 +48,8 @@ pub(super) struct Writer {
     /// log's chain, so every later write is refused until the store is opened again (which
     /// applies the log).
     failed: Option<String>,
-    /// The redb file, for the background flusher; `None` for a store not in a file.
-    file: Option<File>,
-    /// Set after each commit: the flusher has pages to write back.
-    dirty: Arc<AtomicBool>,
+    /// Writes back the redb file's pages in the background; `None` for a store not in a file.
+    flusher: Option<Flusher>,
 }
 
 /// A writer that has had nothing to do for this long checkpoints, so an idle store keeps no
@@ -99,18 +96,13 @@ impl Writer {
             wal,
             checkpoint_bytes: options.checkpoint_bytes,
             failed: None,
-            file,
-            dirty: Arc::new(AtomicBool::new(false)),
+            flusher: file.map(Flusher::start),
         }
     }
 
     /// Serves batches until every sender is gone, that is until the store closes, then
     /// checkpoints so that a clean stop leaves nothing to replay.
     pub(super) fn run(mut self) {
-        let flusher = self
-            .file
-            .take()
-            .map(|file| Flusher::start(file, self.dirty.clone()));
         loop {
             match self.queue.recv_timeout(IDLE_CHECKPOINT) {
                 Ok(first) => {
@@ -124,7 +116,7 @@ impl Writer {
             }
         }
         self.checkpoint();
-        if let Some(flusher) = flusher {
+        if let Some(flusher) = self.flusher.take() {
             flusher.stop();
         }
     }
@@ -205,7 +197,9 @@ impl Writer {
         self.wal
             .append(self.meta, out.meta, &out.events)
             .map_err(|e| format!("write-ahead log: {e}"))?;
-        self.dirty.store(true, Ordering::Relaxed);
+        if let Some(flusher) = &self.flusher {
+            flusher.kick();
+        }
         if let Err(e) = txn.commit() {
             let reason = format!(
                 "redb: {e}; a write reached the log but not the store, so writes stop until paved \
@@ -266,19 +260,21 @@ impl Writer {
 /// log in `cargo xtask bench api`). An `fdatasync` every `FLUSH_EVERY` on another thread
 /// writes them while the writer goes on, and leaves the checkpoint little to do (6 to 20 ms).
 /// Durability does not depend on it: the log and the checkpoint provide that.
+/// An idle store wakes nothing: the thread sleeps until a commit kicks it.
 struct Flusher {
-    stop: mpsc::Sender<()>,
+    kicks: mpsc::SyncSender<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
-    fn start(file: File, dirty: Arc<AtomicBool>) -> Flusher {
-        let (stop, stopped) = mpsc::channel::<()>();
+    fn start(file: File) -> Flusher {
+        let (kicks, kicked) = mpsc::sync_channel::<()>(1);
         let flush = move || {
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
-                if dirty.swap(false, Ordering::Relaxed)
-                    && let Err(e) = file.sync_data()
-                {
+            while kicked.recv().is_ok() {
+                // Let a few commits' pages gather, then write them back in one go.
+                std::thread::sleep(FLUSH_EVERY);
+                while kicked.try_recv().is_ok() {}
+                if let Err(e) = file.sync_data() {
                     debug!(error = %e, "background flush of the store file failed; the checkpoint retries");
                 }
             }
@@ -288,11 +284,17 @@ impl Flusher {
             .spawn(flush)
             .inspect_err(|e| debug!(error = %e, "no background flusher; checkpoints write everything"))
             .ok();
-        Flusher { stop, thread }
+        Flusher { kicks, thread }
+    }
+
+    /// Tells the flusher a commit left pages to write back.
+    fn kick(&self) {
+        // Full means a flush is already due, and it covers these pages too.
+        let _ = self.kicks.try_send(());
     }
 
     fn stop(self) {
-        drop(self.stop);
+        drop(self.kicks);
         if let Some(thread) = self.thread {
             let _ = thread.join();
         }
