@@ -20,15 +20,20 @@ struct FullDisk {
     full: Arc<AtomicBool>,
 }
 
+/// The error a write gets while `full` is set, as from a full disk.
+fn refuse_when(full: &AtomicBool) -> io::Result<()> {
+    if full.load(Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "injected: no space left on device",
+        ));
+    }
+    Ok(())
+}
+
 impl FullDisk {
     fn check(&self) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "injected: no space left on device",
-            ));
-        }
-        Ok(())
+        refuse_when(&self.full)
     }
 }
 
@@ -65,13 +70,7 @@ struct FullLog {
 
 impl FullLog {
     fn check(&self) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "injected: no space left on device",
-            ));
-        }
-        Ok(())
+        refuse_when(&self.full)
     }
 
     fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
