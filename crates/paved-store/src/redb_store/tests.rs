@@ -239,7 +239,7 @@ fn the_log_gives_back_the_chain_after_the_durable_state() {
         .expect("append a compaction");
 
     let file = wal.into_file();
-    let (wal, records) = Wal::recover(file, meta(2, 0)).expect("recover");
+    let (_, records) = Wal::recover(file, meta(2, 0)).expect("recover");
     let got: Vec<(u64, Vec<u64>)> = records
         .iter()
         .map(|r| (r.after.revision, r.events.iter().map(|e| e.revision).collect()))
@@ -251,7 +251,6 @@ fn the_log_gives_back_the_chain_after_the_durable_state() {
     );
     assert_eq!(records[0].events[0], put(3, "/k/3"));
     assert_eq!(records[3].after, meta(5, 3));
-    drop(wal);
 }
 
 #[test]

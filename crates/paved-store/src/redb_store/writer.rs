@@ -56,7 +56,8 @@ pub(super) struct Writer {
 /// log to replay and no pages in memory that are not on disk.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
-/// How often the flusher writes back what redb spilled to its file since the last time.
+/// How long the flusher lets commits gather after one wakes it, before it writes back what
+/// redb spilled to its file.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// What one write transaction did, kept aside until it commits.
@@ -257,7 +258,7 @@ impl Writer {
 /// to the file without a sync; with a small cache (`RedbOptions::cache_bytes`) most pages take
 /// that road as the writes come. Left to the kernel, they would sit dirty until the
 /// checkpoint's fsync wrote them all at once while every writer waited (140 ms for 32 MiB of
-/// log in `cargo xtask bench api`). An `fdatasync` every `FLUSH_EVERY` on another thread
+/// log in `cargo xtask bench api`). An `fdatasync` `FLUSH_EVERY` after a commit, on another thread,
 /// writes them while the writer goes on, and leaves the checkpoint little to do (6 to 20 ms).
 /// Durability does not depend on it: the log and the checkpoint provide that.
 /// An idle store wakes nothing: the thread sleeps until a commit kicks it.
