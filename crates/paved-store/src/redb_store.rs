@@ -1,13 +1,16 @@
 //! `RedbStore`: the embedded backend of [`Store`], one redb file written through one writer
 //! thread that group-commits, read through redb's lock-free read transactions.
 //!
-//! Writes are made durable by a write-ahead log beside the file (`<file>.wal`, see `wal`), and
-//! written to the redb file itself at checkpoints.
+//! Writes are made durable by a write-ahead log beside the file (`<file>.wal`, see `wal`),
+//! committed to redb every few milliseconds, and written to the redb file itself at
+//! checkpoints. Reads see what is acknowledged but not yet committed through an overlay (see
+//! `overlay`).
 //!
 //! The file holds three tables: `kv` maps a key to (create revision, mod revision, value);
 //! `history` maps (revision, index) to (kind, key, value), the changes a watch replays; `meta`
 //! keeps the format version, the revision counter and how far history is compacted.
 
+mod overlay;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -18,6 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
@@ -57,6 +61,12 @@ pub struct RedbOptions {
     /// checkpoint has little left to write; reads beyond it come from the kernel's page cache.
     /// Default 4 MiB.
     pub cache_bytes: usize,
+    /// How long the writer keeps one redb transaction open for the batches that come (each
+    /// durable in the log when acknowledged, and visible to reads at once). One commit for
+    /// many batches saves the CPU of a commit per batch; a longer interval also holds more
+    /// acknowledged writes in memory (readers find them there). Zero commits every batch.
+    /// Default 10 ms.
+    pub commit_interval: Duration,
 }
 
 /// A [`Store`] in one redb file and its write-ahead log (`<file>.wal`). Writes are durable
@@ -74,6 +84,8 @@ pub struct RedbOptions {
 pub struct RedbStore {
     path: PathBuf,
     db: Arc<Database>,
+    /// Batches acknowledged but not yet committed to redb, which every read looks at first.
+    overlay: overlay::Shared,
     running: Mutex<Option<Running>>,
 }
 
@@ -114,6 +126,7 @@ impl Default for RedbOptions {
             verify_on_open: true,
             checkpoint_bytes: 32 << 20,
             cache_bytes: 4 << 20,
+            commit_interval: Duration::from_millis(10),
         }
     }
 }
@@ -125,6 +138,9 @@ impl RedbOptions {
         }
         if self.max_batch == 0 || self.watch_buffer == 0 || self.checkpoint_bytes == 0 {
             return Err("options: max_batch, watch_buffer and checkpoint_bytes must be at least 1");
+        }
+        if self.commit_interval > writer::IDLE_CHECKPOINT {
+            return Err("options: commit_interval must be at most 1 s (the idle checkpoint's delay)");
         }
         Ok(())
     }
@@ -176,12 +192,14 @@ impl RedbStore {
         let db = Arc::new(db);
         let (meta, created) = prepare(&db).map_err(|reason| open_error(&path, reason))?;
         let (wal, meta) = recover(&db, meta, created, log).map_err(|reason| open_error(&path, reason))?;
-        let running = start_writer(&db, meta, wal, file, options)
+        let overlay = overlay::shared(meta);
+        let running = start_writer(&db, meta, wal, file, &overlay, options)
             .map_err(|e| open_error(&path, format!("cannot start the writer thread: {e}")))?;
         debug!(path = %path.display(), revision = meta.revision, "store opened");
         Ok(RedbStore {
             path,
             db,
+            overlay,
             running: Mutex::new(Some(running)),
         })
     }
@@ -239,25 +257,34 @@ impl RedbStore {
 impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         validate_key(key)?;
-        // A point read is a few microseconds: cheaper inline than a hop to the blocking pool.
+        if let Some(state) = overlay::read(&self.overlay).get(key) {
+            return Ok(state);
+        }
+        // Not written since redb's last commit (or committed since: redb has it either way). A
+        // point read is a few microseconds: cheaper inline than a hop to the blocking pool.
         read_key(&self.db, key).map_err(backend)
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64), StoreError> {
+        // One snapshot: the overlay's keys and a redb read transaction taken together (see
+        // `overlay` for why that is consistent).
+        let (recent, revision, txn) = {
+            let overlay = overlay::read(&self.overlay);
+            let txn = self.db.begin_read().map_err(|e| backend(e.into()))?;
+            (overlay.list(prefix), overlay.meta().revision, txn)
+        };
         // Most listings are short (a job's tasks) and cheaper inline than a hop to the blocking
         // pool, which costs two thread wake-ups; a long scan goes on there, in the same read
         // transaction, so the listing stays one snapshot.
-        let txn = self.db.begin_read().map_err(|e| backend(e.into()))?;
-        let revision = read_revision(&txn).map_err(backend)?;
         let mut found = Vec::new();
         let Some(rest) = scan_prefix(&txn, prefix, prefix, &mut found, INLINE_LISTING).map_err(backend)?
         else {
-            return Ok((found, revision));
+            return Ok((overlay::merge(found, recent), revision));
         };
         let prefix = prefix.to_owned();
         blocking(move || {
             scan_prefix(&txn, &prefix, &rest, &mut found, usize::MAX)?;
-            Ok((found, revision))
+            Ok((overlay::merge(found, recent), revision))
         })
         .await
     }
@@ -273,11 +300,11 @@ impl Store for RedbStore {
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, StoreError> {
         // Subscribe before reading the revision, so no commit falls between replay and live.
         let live = self.subscribe()?;
-        watch::start(&self.db, live, prefix, after).await
+        watch::start(&self.db, &self.overlay, live, prefix, after)
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {
-        read_meta(&self.db).map(|meta| meta.revision).map_err(backend)
+        Ok(overlay::read(&self.overlay).meta().revision)
     }
 
     fn describe(&self) -> String {
@@ -433,11 +460,16 @@ fn start_writer(
     meta: Meta,
     wal: wal::Wal,
     file: Option<std::fs::File>,
+    overlay: &overlay::Shared,
     options: &RedbOptions,
 ) -> std::io::Result<Running> {
     let (requests, queue) = mpsc::channel();
     let (events, _) = broadcast::channel(options.watch_buffer);
-    let writer = writer::Writer::new(db.clone(), queue, events.clone(), meta, wal, file, options);
+    let outlets = writer::Outlets {
+        events: events.clone(),
+        overlay: overlay.clone(),
+    };
+    let writer = writer::Writer::new(db.clone(), queue, outlets, meta, wal, file, options);
     let thread = std::thread::Builder::new()
         .name("paved-store-writer".into())
         .spawn(move || writer.run())?;
@@ -457,10 +489,6 @@ fn read_key(db: &Database, key: &str) -> Result<Option<KeyValue>, redb::Error> {
 
 /// Entries a listing reads on the calling task before it moves to the blocking pool.
 const INLINE_LISTING: usize = 256;
-
-fn read_revision(txn: &ReadTransaction) -> Result<u64, redb::Error> {
-    Ok(Meta::load(&txn.open_table(META)?)?.revision)
-}
 
 /// Appends to `found` the entries under `prefix` from key `from` on, at most `limit` of them;
 /// returns the key to go on from when the limit stopped the scan.
@@ -483,11 +511,6 @@ fn scan_prefix(
         found.push(key_value(key.value(), value.value()));
     }
     Ok(None)
-}
-
-fn read_meta(db: &Database) -> Result<Meta, redb::Error> {
-    let txn = db.begin_read()?;
-    Ok(Meta::load(&txn.open_table(META)?)?)
 }
 
 fn key_value(key: &str, (create_revision, mod_revision, value): (u64, u64, &[u8])) -> KeyValue {

@@ -1,15 +1,17 @@
 //! Watches on a `RedbStore`: replay the history table page by page, then follow the writer's
 //! broadcast, skipping what the replay already delivered. A watcher that falls behind the
-//! broadcast goes back to replaying history, so lag costs time, not events.
+//! broadcast goes back to replaying history, so lag costs time, not events. History is redb's
+//! table up to its last commit, then the overlay's batches.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::debug;
 
-use super::{Batch, HISTORY, META, Meta, blocking, read_meta, writer::event_kind};
+use super::overlay::{self, Shared};
+use super::{Batch, HISTORY, META, Meta, blocking, writer::event_kind};
 use crate::{Event, StoreError, WatchStream};
 
 /// Revisions of history read per step of a replay.
@@ -19,6 +21,7 @@ const PAGE: u64 = 512;
 struct Watcher {
     /// Weak, so a watch left open does not keep the file locked after the store is dropped.
     db: Weak<Database>,
+    overlay: Shared,
     prefix: String,
     live: broadcast::Receiver<Batch>,
     /// Every revision up to this one was delivered (or did not match the prefix).
@@ -30,16 +33,18 @@ struct Watcher {
 }
 
 /// Starts a watch; `live` must be subscribed before this reads the store's revision.
-pub(super) async fn start(
+pub(super) fn start(
     db: &Arc<Database>,
+    overlay: &Shared,
     live: broadcast::Receiver<Batch>,
     prefix: &str,
     after: u64,
 ) -> Result<WatchStream, StoreError> {
-    let meta = read_meta(db).map_err(super::backend)?;
+    let meta = overlay::read(overlay).meta();
     check_kept(after, meta)?;
     let watcher = Watcher {
         db: Arc::downgrade(db),
+        overlay: overlay.clone(),
         prefix: prefix.to_owned(),
         live,
         seen: after,
@@ -77,8 +82,16 @@ impl Watcher {
         let db = self.db.upgrade().ok_or(StoreError::Closed)?;
         let (after, prefix) = (self.seen, self.prefix.clone());
         let through = self.replay_to.min(after.saturating_add(PAGE));
-        let (meta, events) = blocking(move || read_history(&db, after, through, &prefix)).await?;
+        // One snapshot of both: the overlay's events and a redb read transaction.
+        let (meta, recent, txn) = {
+            let overlay = overlay::read(&self.overlay);
+            let txn = db.begin_read().map_err(|e| super::backend(e.into()))?;
+            (overlay.meta(), overlay.events(after, through, &prefix), txn)
+        };
         check_kept(after, meta)?;
+        let (committed, mut events) = blocking(move || read_history(&txn, after, through, &prefix)).await?;
+        // redb's events come first; the overlay's are those after its last commit.
+        events.extend(recent.into_iter().filter(|e| e.revision > committed));
         self.pending.extend(events);
         self.seen = through;
         Ok(())
@@ -96,8 +109,7 @@ impl Watcher {
             }
             Err(RecvError::Lagged(missed)) => {
                 debug!(missed, seen = self.seen, "watch fell behind; replaying history");
-                let db = self.db.upgrade().ok_or(StoreError::Closed)?;
-                self.replay_to = read_meta(&db).map_err(super::backend)?.revision;
+                self.replay_to = overlay::read(&self.overlay).meta().revision;
                 Ok(())
             }
             Err(RecvError::Closed) => Err(StoreError::Closed),
@@ -116,16 +128,15 @@ fn check_kept(after: u64, meta: Meta) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The events of revisions `after+1 ..= through` under `prefix`, and the counters of the
-/// snapshot they were read from.
+/// The events of revisions `after+1 ..= through` under `prefix` that `txn` sees in history,
+/// and the revision of the commit `txn` reads.
 fn read_history(
-    db: &Database,
+    txn: &ReadTransaction,
     after: u64,
     through: u64,
     prefix: &str,
-) -> Result<(Meta, Vec<Event>), redb::Error> {
-    let txn = db.begin_read()?;
-    let meta = Meta::load(&txn.open_table(META)?)?;
+) -> Result<(u64, Vec<Event>), redb::Error> {
+    let committed = Meta::load(&txn.open_table(META)?)?.revision;
     let history: ReadOnlyTable<(u64, u64), (u8, &str, &[u8])> = txn.open_table(HISTORY)?;
     let mut events = Vec::new();
     for row in history.range((after + 1, 0)..=(through, u64::MAX))? {
@@ -142,5 +153,5 @@ fn read_history(
             });
         }
     }
-    Ok((meta, events))
+    Ok((committed, events))
 }

@@ -1,11 +1,14 @@
 //! The writer thread of a `RedbStore`: group commit. It takes every queued request, applies
-//! them in order in one redb write transaction (each transaction its own revision), appends
-//! the batch's record to the write-ahead log, so one fsync covers the batch, commits to redb
-//! without an fsync of its own, then publishes the events and answers the callers. Every so
-//! often it checkpoints: one durable redb commit, after which the log starts over.
+//! them in order to its open redb write transaction (each transaction its own revision),
+//! appends the batch's record to the write-ahead log, so one fsync covers the batch, publishes
+//! the batch to the overlay readers look at first (see `overlay`), then broadcasts the events
+//! and answers the callers. The open redb transaction is committed, without an fsync of its
+//! own, every `RedbOptions::commit_interval`; every so often the writer checkpoints: one
+//! durable redb commit, after which the log starts over.
 //!
-//! A request whose compare fails leaves no trace and the others still commit; if the log or
-//! the commit fails, no request of the batch is acknowledged.
+//! A request whose compare fails leaves no trace and the others still commit; if the log
+//! append fails, no request of the batch is acknowledged, and the open transaction is rebuilt
+//! from the overlay without that batch.
 
 use std::fs::File;
 use std::sync::mpsc::RecvTimeoutError;
@@ -17,6 +20,7 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, error};
 
+use super::overlay::{self, Shared};
 use super::wal::{Record, Wal};
 use super::{Batch, HISTORY, KV, META, META_COMPACTED, META_REVISION, Meta, RedbOptions, kind_code, kind_of};
 use crate::{Event, EventKind, Op, StoreError};
@@ -38,8 +42,10 @@ pub(super) struct Writer {
     db: Arc<Database>,
     queue: mpsc::Receiver<Request>,
     events: broadcast::Sender<Batch>,
-    /// The counters as of the last successful commit.
+    /// The counters as of the last batch.
     meta: Meta,
+    /// The counters as of redb's last commit.
+    committed: Meta,
     history: u64,
     max_batch: usize,
     wal: Wal,
@@ -50,20 +56,26 @@ pub(super) struct Writer {
     failed: Option<String>,
     /// Writes back the redb file's pages in the background; `None` for a store not in a file.
     flusher: Option<Flusher>,
+    /// The redb transaction the batches since the last commit went to, and when it began.
+    open: Option<(WriteTransaction, Instant)>,
+    commit_interval: Duration,
+    overlay: Shared,
 }
 
 /// A writer that has had nothing to do for this long checkpoints, so an idle store keeps no
 /// log to replay and no pages in memory that are not on disk.
-const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+pub(super) const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// How long the flusher lets commits gather after one wakes it, before it writes back what
 /// redb spilled to its file.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-/// What one write transaction did, kept aside until it commits.
+/// What one batch did, kept aside until it is logged.
 struct Outcome {
     meta: Meta,
     events: Vec<Event>,
+    /// The create revision of each event's key (for a delete, 0).
+    creates: Vec<u64>,
     answers: Vec<Result<u64, StoreError>>,
 }
 
@@ -74,6 +86,13 @@ struct Tables<'t> {
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
+/// Where the writer makes its batches known: the overlay that reads look at first, and the
+/// broadcast that watches follow.
+pub(super) struct Outlets {
+    pub(super) events: broadcast::Sender<Batch>,
+    pub(super) overlay: Shared,
+}
+
 /// Revisions of a stored key: (create, mod).
 type Found = Option<(u64, u64)>;
 
@@ -81,23 +100,28 @@ impl Writer {
     pub(super) fn new(
         db: Arc<Database>,
         queue: mpsc::Receiver<Request>,
-        events: broadcast::Sender<Batch>,
+        outlets: Outlets,
         meta: Meta,
         wal: Wal,
         file: Option<File>,
         options: &RedbOptions,
     ) -> Writer {
+        let Outlets { events, overlay } = outlets;
         Writer {
             db,
             queue,
             events,
             meta,
+            committed: meta,
             history: options.history,
             max_batch: options.max_batch,
             wal,
             checkpoint_bytes: options.checkpoint_bytes,
             failed: None,
             flusher: file.map(Flusher::start),
+            open: None,
+            commit_interval: options.commit_interval,
+            overlay,
         }
     }
 
@@ -105,13 +129,20 @@ impl Writer {
     /// checkpoints so that a clean stop leaves nothing to replay.
     pub(super) fn run(mut self) {
         loop {
-            match self.queue.recv_timeout(IDLE_CHECKPOINT) {
+            let wait = match &self.open {
+                Some((_, since)) => self.commit_interval.saturating_sub(since.elapsed()),
+                None => IDLE_CHECKPOINT,
+            };
+            match self.queue.recv_timeout(wait) {
                 Ok(first) => {
                     self.serve(first);
                     if self.wal.len() >= self.checkpoint_bytes {
                         self.checkpoint();
+                    } else if self.commit_due() {
+                        self.commit();
                     }
                 }
+                Err(RecvTimeoutError::Timeout) if self.open.is_some() => self.commit(),
                 Err(RecvTimeoutError::Timeout) => self.checkpoint(),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -125,6 +156,7 @@ impl Writer {
     /// Makes every commit so far durable in redb itself; then the log can start over. A
     /// failure leaves the log as it is, still covering every commit, and is tried again later.
     fn checkpoint(&mut self) {
+        self.commit();
         if self.wal.len() == 0 || self.failed.is_some() {
             return;
         }
@@ -142,6 +174,30 @@ impl Writer {
                 }
             }
             Err(e) => error!(error = %e, "store checkpoint failed; the write-ahead log keeps every write"),
+        }
+    }
+
+    fn commit_due(&self) -> bool {
+        let since = self.open.as_ref().map(|(_, since)| since);
+        since.is_some_and(|since| since.elapsed() >= self.commit_interval)
+    }
+
+    /// Commits the open redb transaction (without an fsync: the log has every batch in it),
+    /// then lets readers find its batches in redb instead of the overlay. A failed commit stops
+    /// every later write: the log holds batches redb does not, until a reopen applies them.
+    fn commit(&mut self) {
+        let Some((txn, _)) = self.open.take() else {
+            return;
+        };
+        if let Err(e) = txn.commit() {
+            error!(error = %e, "store commit failed; writes stop until paved is restarted on this data");
+            self.failed = Some(stopped(e));
+            return;
+        }
+        self.committed = self.meta;
+        overlay::write(&self.overlay).committed();
+        if let Some(flusher) = &self.flusher {
+            flusher.kick();
         }
     }
 
@@ -165,51 +221,79 @@ impl Writer {
     }
 
     fn publish(&mut self, outcome: Outcome) -> Vec<Result<u64, StoreError>> {
+        if outcome.meta == self.meta {
+            return outcome.answers;
+        }
         self.meta = outcome.meta;
-        if !outcome.events.is_empty() {
+        let batch: Batch = outcome.events.into();
+        overlay::write(&self.overlay).publish(outcome.meta, &batch, &outcome.creates);
+        if !batch.is_empty() {
             // No receiver means no watcher, which is fine.
-            let _ = self.events.send(outcome.events.into());
+            let _ = self.events.send(batch);
         }
         outcome.answers
     }
 
-    /// Applies `first` and the requests queued behind it in one write transaction, logs it
-    /// and commits it, unless it changed nothing. `replies` holds the reply of `first`; every
+    /// Applies `first` and the requests queued behind it to the open write transaction and
+    /// logs them, unless they changed nothing. `replies` holds the reply of `first`; every
     /// request taken from the queue adds its own, so a failure reaches them all.
     fn write(&mut self, first: Work, replies: &mut Vec<Reply>) -> Result<Outcome, String> {
         if let Some(reason) = &self.failed {
             return Err(reason.clone());
         }
-        let mut txn = self.db.begin_write().map_err(redb_failure)?;
-        // The log makes the batch durable; redb's own fsync waits for the checkpoint.
-        txn.set_durability(Durability::None).map_err(redb_failure)?;
+        let (txn, since) = match self.open.take() {
+            Some(open) => open,
+            None => (begin(&self.db).map_err(redb_failure)?, Instant::now()),
+        };
         let mut out = Outcome {
             meta: self.meta,
             events: Vec::new(),
+            creates: Vec::new(),
             answers: Vec::new(),
         };
-        self.apply(&txn, first, replies, &mut out).map_err(redb_failure)?;
-        if out.meta == self.meta {
-            txn.abort().map_err(redb_failure)?;
-            return Ok(out);
+        let applied = self.apply(&txn, first, replies, &mut out).map_err(redb_failure);
+        let logged = applied.and_then(|()| {
+            if out.meta == self.meta {
+                return Ok(());
+            }
+            self.wal
+                .append(self.meta, out.meta, &out.events)
+                .map_err(|e| format!("write-ahead log: {e}"))
+        });
+        match logged {
+            Ok(()) => {
+                self.open = Some((txn, since));
+                Ok(out)
+            }
+            Err(e) => {
+                // The transaction holds some of this batch, which no one will hear of: start
+                // again from what was published. The next record goes to the same place.
+                drop(txn);
+                self.rebuild();
+                Err(e)
+            }
         }
-        // Dropping the transaction on a failed append aborts it: the next record goes to the
-        // same place, after the same revision.
-        self.wal
-            .append(self.meta, out.meta, &out.events)
-            .map_err(|e| format!("write-ahead log: {e}"))?;
-        if let Some(flusher) = &self.flusher {
-            flusher.kick();
+    }
+
+    /// A new open transaction holding every published batch since redb's last commit; on
+    /// failure, writes stop until a reopen (the log has those batches).
+    fn rebuild(&mut self) {
+        if self.meta == self.committed {
+            return;
         }
-        if let Err(e) = txn.commit() {
-            let reason = format!(
-                "redb: {e}; a write reached the log but not the store, so writes stop until paved \
-                 is restarted on this data, which applies the log"
-            );
-            self.failed = Some(reason.clone());
-            return Err(reason);
+        let rebuilt = begin(&self.db).and_then(|txn| {
+            let overlay = overlay::read(&self.overlay);
+            let batches = overlay.batches().iter().map(|b| &b[..]);
+            reapply(&txn, self.committed, batches, self.meta)?;
+            Ok(txn)
+        });
+        match rebuilt {
+            Ok(txn) => self.open = Some((txn, Instant::now())),
+            Err(e) => {
+                error!(error = %e, "store transaction not rebuilt; writes stop until paved is restarted on this data");
+                self.failed = Some(stopped(e));
+            }
         }
-        Ok(out)
     }
 
     fn apply(
@@ -331,8 +415,9 @@ impl Tables<'_> {
         let revision = out.meta.revision + 1;
         for (op, current) in ops.iter().zip(found) {
             if let Some(event) = op_event(op, current.is_some(), revision) {
-                self.store(&event, current, out.events.len() as u64)?;
+                let create = self.store(&event, current, out.events.len() as u64)?;
                 out.events.push(event);
+                out.creates.push(create);
             }
         }
         out.meta.revision = revision;
@@ -348,20 +433,23 @@ impl Tables<'_> {
     }
 
     /// Writes an event to the keys (`current` is what the key holds) and to the history, as
-    /// the `index`th event of its batch.
-    fn store(&mut self, event: &Event, current: Found, index: u64) -> Result<(), redb::Error> {
+    /// the `index`th event of its batch; returns the key's create revision (0 for a delete).
+    fn store(&mut self, event: &Event, current: Found, index: u64) -> Result<u64, redb::Error> {
         let key = event.key.as_str();
-        match event.kind {
+        let create = match event.kind {
             EventKind::Put => {
                 let create = current.map_or(event.revision, |(c, _)| c);
                 let row = (create, event.revision, event.value.as_slice());
                 self.kv.insert(key, row)?;
+                create
             }
             EventKind::Delete => {
                 self.kv.remove(key)?;
+                0
             }
-        }
-        self.record(event, index)
+        };
+        self.record(event, index)?;
+        Ok(create)
     }
 
     /// Appends an event to the history; `index` keeps the events of a batch in order.
@@ -401,25 +489,52 @@ fn op_event(op: &Op, exists: bool, revision: u64) -> Option<Event> {
 
 /// Applies the log's records (those after `meta`, the last durable commit) again, in one
 /// durable commit; returns the counters after them.
-pub(super) fn replay(db: &Database, mut meta: Meta, records: &[Record]) -> Result<Meta, redb::Error> {
+pub(super) fn replay(db: &Database, meta: Meta, records: &[Record]) -> Result<Meta, redb::Error> {
+    let after = records.last().map_or(meta, |r| r.after);
     let txn = db.begin_write()?;
+    reapply(&txn, meta, records.iter().map(|r| &r.events[..]), after)?;
+    txn.commit()?;
+    Ok(after)
+}
+
+/// Writes batches of events again, in order, each event at its index in its batch, to a
+/// store at `from`; then compacts history and saves the counters as `after` says.
+fn reapply<'e>(
+    txn: &WriteTransaction,
+    mut from: Meta,
+    batches: impl Iterator<Item = &'e [Event]>,
+    after: Meta,
+) -> Result<(), redb::Error> {
     {
         let mut tables = Tables {
             kv: txn.open_table(KV)?,
             history: txn.open_table(HISTORY)?,
         };
-        for record in records {
-            for (index, event) in record.events.iter().enumerate() {
+        for batch in batches {
+            for (index, event) in batch.iter().enumerate() {
                 let current = tables.found(&event.key)?;
                 tables.store(event, current, index as u64)?;
             }
-            meta.revision = record.after.revision;
-            tables.compact(&mut meta, record.after.compacted)?;
         }
+        from.revision = after.revision;
+        tables.compact(&mut from, after.compacted)?;
     }
-    save_meta(&txn, meta)?;
-    txn.commit()?;
-    Ok(meta)
+    save_meta(txn, after)
+}
+
+/// A write transaction whose commit redb does not fsync: the log makes its batches durable,
+/// and the checkpoint, redb's file.
+fn begin(db: &Database) -> Result<WriteTransaction, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    Ok(txn)
+}
+
+fn stopped(e: impl std::fmt::Display) -> String {
+    format!(
+        "redb: {e}; writes reached the log but not the store, so writes stop until paved is \
+         restarted on this data, which applies the log"
+    )
 }
 
 /// A durable commit of nothing: it makes every non-durable commit before it durable.
