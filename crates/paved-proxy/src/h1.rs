@@ -1,4 +1,8 @@
-//! The proxy's own HTTP/1.1 client codec, for upstream requests whose body is already in
+//! The proxy's own HTTP/1.1 codec. This file is its client half and what both halves share
+//! (the search for a head's end, the caps on heads, body framing and chunked decoding); the
+//! server half, for client connections, is `h1/server.rs`.
+//!
+//! The client half serves upstream requests whose body is already in
 //! memory (empty, or small and buffered for retries) and that ask for no upgrade: nearly every
 //! request. The request's task writes the request and reads the response head itself, on a
 //! pooled connection it owns for the time of the exchange; a response body that came with its
@@ -95,12 +99,13 @@ pub(crate) struct ResponseBody {
     release: Option<Release>,
 }
 
-/// How far the search for the end of a response head has come, kept across reads: a head that
+/// How far the search for the end of a head (a response's here, a request's in `server.rs`) has
+/// come, kept across reads: a head that
 /// arrives in small pieces is then searched once rather than parsed again from its start after
 /// every read, which costs time quadratic in its size (about 2·10⁹ byte scans for a 64 KiB
 /// head sent a byte per packet).
 #[derive(Debug, Default)]
-struct HeadSearch {
+pub(crate) struct HeadSearch {
     /// Bytes of the interim (1xx) responses dropped so far: with the final head they make one
     /// header section, capped at [`MAX_HEAD`].
     interim: usize,
@@ -117,7 +122,7 @@ struct HeadSearch {
 }
 
 /// The search for the end of a head, after a byte. The head ends with an empty line (`\r\n`
-/// or a bare `\n`, which httparse accepts too) after the status line.
+/// or a bare `\n`, which httparse accepts too) after the status or request line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Scan {
     /// Only empty lines so far, which httparse skips before the status line.
@@ -777,5 +782,6 @@ fn take_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, H1Error> {
 
 #[cfg(test)]
 mod props;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
