@@ -67,6 +67,7 @@ pub(crate) async fn serve<I>(
         write: Vec::with_capacity(1024),
         deadline: Instant::now() + HEADER_READ_TIMEOUT,
         timer: None,
+        drained: Box::pin(drained(drain.clone())),
         drain,
     };
     match client.run(&conn).await {
@@ -85,7 +86,7 @@ pub(crate) async fn serve<I>(
 
 /// Serves the connection with hyper (HTTP/1.1 or HTTP/2 by preface); on drain, hyper finishes
 /// the requests under way and closes.
-async fn serve_hyper<I>(io: I, conn: Arc<Conn>, builder: &auto::Builder<TokioExecutor>, mut drain: Drain)
+async fn serve_hyper<I>(io: I, conn: Arc<Conn>, builder: &auto::Builder<TokioExecutor>, drain: Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -94,7 +95,7 @@ where
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
-        () = drained(&mut drain) => {
+        () = drained(drain) => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -117,6 +118,9 @@ struct Client<I> {
     /// early, so that a request costs no timer registration.
     timer: Option<Pin<Box<Sleep>>>,
     drain: Drain,
+    /// Completes when the proxy drains: made once per connection, so that a wait for the next
+    /// request does not register with the channel and leave it again each time.
+    drained: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// How the own codec left a connection.
@@ -234,7 +238,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     }
                     timer.as_mut().reset(self.deadline);
                 }
-                () = drained(&mut self.drain), if idle => return Ok(Read::Stop),
+                () = self.drained.as_mut(), if idle => return Ok(Read::Stop),
             }
         }
     }
@@ -355,7 +359,7 @@ enum Next {
 }
 
 /// Completes once the proxy drains (or is gone).
-async fn drained(drain: &mut Drain) {
+async fn drained(mut drain: Drain) {
     let _ = drain.wait_for(|d| *d).await;
 }
 

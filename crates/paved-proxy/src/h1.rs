@@ -483,7 +483,7 @@ fn decode_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = header_map(&frozen, parsed.headers)?;
+        let mut headers = header_map(&frozen, parsed.headers, 0)?;
         let (framing, must_close) = framing(status, version, head_request, &mut headers)?;
         let keep_alive = !must_close && framing != Framing::Close && keep_alive(version, &headers);
         let mut response = Response::new(());
@@ -516,9 +516,9 @@ fn unsplit(read: &mut BytesMut, frozen: Bytes) {
     }
 }
 
-/// Header fields as a map whose values share `frozen`'s bytes.
-fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, H1Error> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+/// Header fields as a map whose values share `frozen`'s bytes, with room for `spare` more.
+fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>], spare: usize) -> Result<HeaderMap, H1Error> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + spare);
     for field in fields {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| H1Error::Framing("bad header name"))?;

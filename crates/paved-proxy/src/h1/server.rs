@@ -27,6 +27,9 @@ use super::{
 
 /// The largest request body the own path holds in memory; a larger one streams through hyper.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Room left in a request's header map for what the proxy adds (`x-forwarded-for`,
+/// `x-forwarded-proto`, `via`, `traceparent`, `forwarded`): a map that grows rehashes.
+const FORWARDING_HEADERS: usize = 5;
 /// The start of an HTTP/2 connection with prior knowledge (RFC 9113, section 3.4).
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -167,8 +170,8 @@ pub(crate) fn decode_request(read: &mut BytesMut, search: &mut HeadSearch) -> Re
     let path = parsed.path.unwrap_or("/");
     let uri = Uri::from_maybe_shared(frozen.slice_ref(path.as_bytes()))
         .map_err(|_| RequestError::Framing("bad request target"))?;
-    let headers =
-        header_map(&frozen, parsed.headers).map_err(|_| RequestError::Framing("bad header field"))?;
+    let headers = header_map(&frozen, parsed.headers, FORWARDING_HEADERS)
+        .map_err(|_| RequestError::Framing("bad header field"))?;
     let keep_alive = match version {
         Version::HTTP_10 => raw.keep_alive && !raw.close,
         _ => !raw.close,
