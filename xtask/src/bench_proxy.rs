@@ -7,7 +7,13 @@
 //! traceparent, forwarding headers and metrics all on), and nginx proxying with a keep-alive
 //! upstream pool and the same forwarding headers. Both proxies get as many workers as cores.
 //! Each round runs the targets in a rotating order after a warm-up; figures are the mean of
-//! the rounds. The last line is the summary CI and people read.
+//! the rounds.
+//!
+//! Two phases per round. Saturated (`-t2 -c64`): requests/s and percentiles under load, where
+//! a p50 is mostly queueing (p50 ≈ connections / throughput), so it says little about the hop
+//! itself. One connection (`-t1 -c1`): each request waits for the one before, nothing queues,
+//! and the p50 over the direct target's is what the proxy adds to a request ("added p50").
+//! The last line is the summary CI and people read.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,6 +29,8 @@ const CONNECTIONS: u32 = 64;
 const WARMUP: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(10);
 const ROUNDS: usize = 2;
+/// The one-connection phase: long enough for a steady p50 (tens of thousands of requests).
+const LATENCY_MEASURE: Duration = Duration::from_secs(5);
 
 pub fn proxy(root: &Path) -> anyhow::Result<()> {
     crate::install_missing(&[("wrk", "wrk"), ("nginx", "nginx")])?;
@@ -52,7 +60,7 @@ pub fn proxy(root: &Path) -> anyhow::Result<()> {
         wait_for_port(port)?;
     }
     println!(
-        "proxy: wrk -t{THREADS} -c{CONNECTIONS} -d{}s --latency, {ROUNDS} rounds, upstream nginx `return 200 ok` ({})",
+        "proxy: wrk -t{THREADS} -c{CONNECTIONS} -d{}s --latency, then -t1 -c1, {ROUNDS} rounds, upstream nginx `return 200 ok` ({})",
         MEASURE.as_secs(),
         nginx_version()
     );
@@ -62,15 +70,22 @@ pub fn proxy(root: &Path) -> anyhow::Result<()> {
         ("nginx", nginx_port),
     ];
     let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
+    let mut single: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
     for round in 0..ROUNDS {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             let url = format!("http://127.0.0.1:{}/", targets[i].1);
-            wrk(&url, WARMUP)?;
-            results[i].push(wrk(&url, MEASURE)?);
+            wrk(&url, &SATURATED.warmup())?;
+            results[i].push(wrk(&url, &SATURATED)?);
+        }
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let url = format!("http://127.0.0.1:{}/", targets[i].1);
+            single[i].push(wrk(&url, &ONE_CONNECTION)?);
         }
     }
     let means: Vec<Wrk> = results.iter().map(|r| Wrk::mean(r)).collect();
+    let single: Vec<Wrk> = single.iter().map(|r| Wrk::mean(r)).collect();
     println!(
         "{:<8} {:>12} {:>10} {:>10} {:>10}",
         "target", "requests/s", "p50", "p90", "p99"
@@ -84,12 +99,23 @@ pub fn proxy(root: &Path) -> anyhow::Result<()> {
             micros(m.p99)
         );
     }
-    let (direct, paved, nginx) = (&means[0], &means[1], &means[2]);
     println!(
-        "added p50 latency over direct: paved={} nginx={}",
+        "one connection (wrk -t1 -c1 -d{}s --latency): {}",
+        LATENCY_MEASURE.as_secs(),
+        targets
+            .iter()
+            .zip(&single)
+            .map(|((name, _), m)| format!("{name} p50={} p99={}", micros(m.p50), micros(m.p99)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (direct, paved, nginx) = (&single[0], &single[1], &single[2]);
+    println!(
+        "added p50 (1 connection) paved={} nginx={}",
         micros(paved.p50 - direct.p50),
         micros(nginx.p50 - direct.p50)
     );
+    let (paved, nginx) = (&means[1], &means[2]);
     println!(
         "proxy rps paved={:.0} nginx={:.0} ratio={:.2} p99 paved={} nginx={}",
         paved.rps,
@@ -123,12 +149,42 @@ impl Wrk {
     }
 }
 
-fn wrk(url: &str, duration: Duration) -> anyhow::Result<Wrk> {
+/// How wrk loads a target: threads, connections, seconds.
+struct Load {
+    threads: u32,
+    connections: u32,
+    duration: Duration,
+}
+
+/// Throughput and latency under load.
+const SATURATED: Load = Load {
+    threads: THREADS,
+    connections: CONNECTIONS,
+    duration: MEASURE,
+};
+
+/// Latency of the hop alone: one request at a time.
+const ONE_CONNECTION: Load = Load {
+    threads: 1,
+    connections: 1,
+    duration: LATENCY_MEASURE,
+};
+
+impl Load {
+    fn warmup(&self) -> Load {
+        Load {
+            duration: WARMUP,
+            ..*self
+        }
+    }
+}
+
+fn wrk(url: &str, load: &Load) -> anyhow::Result<Wrk> {
     let output = Command::new("wrk")
         .args([
-            format!("-t{THREADS}"),
-            format!("-c{CONNECTIONS}"),
-            format!("-d{}s", duration.as_secs()),
+            format!("-t{}", load.threads),
+            format!("-c{}", load.connections),
+            format!("-d{}s", load.duration.as_secs()),
             "--latency".to_owned(),
             url.to_owned(),
         ])

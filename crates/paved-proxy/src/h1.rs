@@ -1,4 +1,8 @@
-//! The proxy's own HTTP/1.1 client codec, for upstream requests whose body is already in
+//! The proxy's own HTTP/1.1 codec. This file is its client half and what both halves share
+//! (the search for a head's end, the caps on heads, body framing and chunked decoding); the
+//! server half, for client connections, is `h1/server.rs`.
+//!
+//! The client half serves upstream requests whose body is already in
 //! memory (empty, or small and buffered for retries) and that ask for no upgrade: nearly every
 //! request. The request's task writes the request and reads the response head itself, on a
 //! pooled connection it owns for the time of the exchange; a response body that came with its
@@ -95,12 +99,13 @@ pub(crate) struct ResponseBody {
     release: Option<Release>,
 }
 
-/// How far the search for the end of a response head has come, kept across reads: a head that
+/// How far the search for the end of a head (a response's here, a request's in `server.rs`) has
+/// come, kept across reads: a head that
 /// arrives in small pieces is then searched once rather than parsed again from its start after
 /// every read, which costs time quadratic in its size (about 2·10⁹ byte scans for a 64 KiB
 /// head sent a byte per packet).
 #[derive(Debug, Default)]
-struct HeadSearch {
+pub(crate) struct HeadSearch {
     /// Bytes of the interim (1xx) responses dropped so far: with the final head they make one
     /// header section, capped at [`MAX_HEAD`].
     interim: usize,
@@ -117,7 +122,7 @@ struct HeadSearch {
 }
 
 /// The search for the end of a head, after a byte. The head ends with an empty line (`\r\n`
-/// or a bare `\n`, which httparse accepts too) after the status line.
+/// or a bare `\n`, which httparse accepts too) after the status or request line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Scan {
     /// Only empty lines so far, which httparse skips before the status line.
@@ -478,7 +483,7 @@ fn decode_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = header_map(&frozen, parsed.headers)?;
+        let mut headers = header_map(&frozen, parsed.headers, 0)?;
         let (framing, must_close) = framing(status, version, head_request, &mut headers)?;
         let keep_alive = !must_close && framing != Framing::Close && keep_alive(version, &headers);
         let mut response = Response::new(());
@@ -511,9 +516,9 @@ fn unsplit(read: &mut BytesMut, frozen: Bytes) {
     }
 }
 
-/// Header fields as a map whose values share `frozen`'s bytes.
-fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, H1Error> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+/// Header fields as a map whose values share `frozen`'s bytes, with room for `spare` more.
+fn header_map(frozen: &Bytes, fields: &[httparse::Header<'_>], spare: usize) -> Result<HeaderMap, H1Error> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + spare);
     for field in fields {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| H1Error::Framing("bad header name"))?;
@@ -777,5 +782,6 @@ fn take_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, H1Error> {
 
 #[cfg(test)]
 mod props;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;

@@ -80,11 +80,25 @@ struct Outgoing {
     upgrade: Option<OnUpgrade>,
 }
 
-/// Serves one request; every failure becomes a response.
+/// Serves one request that came through hyper's server (HTTP/2, and HTTP/1.1 connections the
+/// own codec handed over); every failure becomes a response.
 pub(crate) async fn handle(
     conn: Arc<Conn>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let upgrade = headers::upgrade_protocol(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let req = req.map(|body| ProxyBody::Stream(body, None));
+    Ok(serve(&conn, req, upgrade).await)
+}
+
+/// Serves one request, its body streamed (hyper's) or in memory (the own codec's); `upgrade`:
+/// the protocol it asks to switch to and where its connection will come. Every failure becomes
+/// a response.
+pub(crate) async fn serve(
+    conn: &Conn,
+    req: Request<ProxyBody>,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let shared = &*conn.shared;
     let route = {
@@ -94,19 +108,18 @@ pub(crate) async fn handle(
             Some(route) => route.clone(),
             None => {
                 table.unrouted.answered(404, started.elapsed());
-                return Ok(no_route(&req));
+                return no_route(&req);
             }
         }
     };
     shared.budget.deposit();
     let sticky = sticky_hash(&route, req.headers());
     let backend = route.backend(sticky, || shared.dice.u64());
-    let upgrade = headers::upgrade_protocol(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-    let response = proxy(shared, &conn, &route, backend, sticky, req, upgrade).await;
+    let response = proxy(shared, conn, &route, backend, sticky, req, upgrade).await;
     backend
         .metrics
         .answered(response.status().as_u16(), started.elapsed());
-    Ok(response)
+    response
 }
 
 async fn proxy(
@@ -115,7 +128,7 @@ async fn proxy(
     route: &RouteEntry,
     backend: &BackendEntry,
     sticky: Option<u64>,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> Response<ProxyBody> {
     if !route.faults.is_empty() {
@@ -258,11 +271,11 @@ async fn attempts<'a>(
 }
 
 impl Outgoing {
-    /// Prepares the request for upstreams: headers rewritten, and a small body of an
+    /// Prepares the request for upstreams: headers rewritten, and a small streamed body of an
     /// idempotent request that may be retried read into memory. An unreadable body answers
     /// 400.
     async fn new(
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         conn: &Forwarding,
         shared: &Shared,
         route: &RouteEntry,
@@ -292,26 +305,10 @@ impl Outgoing {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
         );
         let limit = shared.config.pool.retry_buffer_bytes as u64;
-        let body = if body.is_end_stream() {
-            ProxyBody::Empty
-        } else if route.retries > 0
-            && idempotent
-            && !grpc
-            && body.size_hint().exact().is_some_and(|n| n <= limit)
-        {
-            // Boxed, as is every rare wait on the request path: the request's future stays
-            // small, and hyper moves it once per request.
-            match Box::pin(tokio::time::timeout(route.timeout, body.collect())).await {
-                Ok(Ok(collected)) => ProxyBody::Full(Some(collected.to_bytes())),
-                _ => {
-                    return Err(text(
-                        StatusCode::BAD_REQUEST,
-                        "cannot read the request body\n".to_owned(),
-                    ));
-                }
-            }
-        } else {
-            ProxyBody::Stream(body, None)
+        let body = match body {
+            ProxyBody::Stream(body, _) => Self::read_small(body, route, idempotent && !grpc, limit).await?,
+            // Already in memory (the own codec reads bodies whole).
+            in_memory => in_memory,
         };
         let path = parts
             .uri
@@ -327,6 +324,30 @@ impl Outgoing {
             idempotent,
             upgrade,
         })
+    }
+
+    /// A streamed body: read into memory when small and the request may be retried.
+    async fn read_small(
+        body: Incoming,
+        route: &RouteEntry,
+        replayable: bool,
+        limit: u64,
+    ) -> Result<ProxyBody, Response<ProxyBody>> {
+        if body.is_end_stream() {
+            return Ok(ProxyBody::Empty);
+        }
+        if route.retries == 0 || !replayable || body.size_hint().exact().is_none_or(|n| n > limit) {
+            return Ok(ProxyBody::Stream(body, None));
+        }
+        // Boxed, as is every rare wait on the request path: the request's future stays
+        // small, and hyper moves it once per request.
+        match Box::pin(tokio::time::timeout(route.timeout, body.collect())).await {
+            Ok(Ok(collected)) => Ok(ProxyBody::Full(Some(collected.to_bytes()))),
+            _ => Err(text(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body\n".to_owned(),
+            )),
+        }
     }
 
     /// The body, when the request goes through the own HTTP/1.1 codec: over HTTP/1.1, with

@@ -2,7 +2,7 @@
 //! `forwarded` and `via` added, W3C `traceparent` kept or created, and the request's host and
 //! sticky value read.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
 use crate::env::Dice;
@@ -30,30 +30,41 @@ fn hop_by_hop() -> [&'static HeaderName; 7] {
 /// Removes hop-by-hop headers and those the `connection` header names. `te` is kept only as
 /// `te: trailers`, which gRPC needs end to end.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none or only `connection`: one pass over the names finds out,
-    // cheaper than a hash lookup per hop-by-hop name.
-    if !headers
-        .keys()
-        .any(|k| hop_by_hop().contains(&k) || k == header::TE)
-    {
+    // One pass over the names finds which are present (most messages carry none, or only
+    // `connection: keep-alive`), so that only those cost a lookup each.
+    let hop = hop_by_hop();
+    let mut present = [false; 7];
+    let mut te = false;
+    for name in headers.keys() {
+        match hop.iter().position(|h| *h == name) {
+            Some(i) => present[i] = true,
+            None => te |= name == header::TE,
+        }
+    }
+    if !te && !present.contains(&true) {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION).cloned()
+    if present[0]
+        && let Some(connection) = headers.get(header::CONNECTION).cloned()
         && let Ok(names) = connection.to_str()
     {
-        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if !name.eq_ignore_ascii_case("trailers") {
+        for name in names.split(',').map(str::trim) {
+            // Options that are no field name, or fields removed below anyway.
+            let skip = ["", "trailers", "close", "keep-alive", "upgrade"];
+            if !skip.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+                te |= name.eq_ignore_ascii_case("te");
                 headers.remove(name);
             }
         }
     }
-    for name in hop_by_hop() {
-        if headers.contains_key(name) {
+    for (name, present) in hop.into_iter().zip(present) {
+        if present {
             headers.remove(name);
         }
     }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    if te
+        && let Some(value) = headers.get(header::TE)
+        && !value.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
         headers.remove(header::TE);
     }
@@ -98,8 +109,8 @@ impl Forwarding {
     /// sets `x-forwarded-proto` unless a proxy in front set it, and appends to `via`.
     pub(crate) fn apply(&self, headers: &mut HeaderMap, version: Version) {
         append_list(headers, &X_FORWARDED_FOR, &self.peer);
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), self.proto.clone());
+        if let Entry::Vacant(entry) = headers.entry(&X_FORWARDED_PROTO) {
+            entry.insert(self.proto.clone());
         }
         if headers.contains_key(header::FORWARDED) {
             let element = forwarded_element(&self.peer, &self.proto);
@@ -114,18 +125,24 @@ impl Forwarding {
     }
 }
 
-/// `name: existing, value`, or `name: value` when absent; several fields fold into one.
+/// `name: existing, value`, or `name: value` when absent; several fields fold into one. One
+/// lookup either way (this runs for two headers of every request).
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
-    let existing: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
-    if existing.is_empty() {
-        headers.insert(name.clone(), value.clone());
-        return;
+    let mut entry = match headers.entry(name) {
+        Entry::Vacant(entry) => {
+            entry.insert(value.clone());
+            return;
+        }
+        Entry::Occupied(entry) => entry,
+    };
+    let mut joined = Vec::new();
+    for existing in entry.iter() {
+        joined.extend_from_slice(existing.as_bytes());
+        joined.extend_from_slice(b", ");
     }
-    let mut joined = existing.join(&b", "[..]);
-    joined.extend_from_slice(b", ");
     joined.extend_from_slice(value.as_bytes());
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(name.clone(), v);
+        entry.insert(v);
     }
 }
 
@@ -145,9 +162,9 @@ fn forwarded_element(peer: &HeaderValue, proto: &HeaderValue) -> HeaderValue {
 /// Keeps a valid `traceparent`; replaces an absent or invalid one with a new trace (random
 /// trace and span ids, sampled flag set).
 pub(crate) fn ensure_traceparent(headers: &mut HeaderMap, dice: &Dice) {
-    if headers
-        .get(&TRACEPARENT)
-        .is_some_and(|v| valid_traceparent(v.as_bytes()))
+    let entry = headers.entry(&TRACEPARENT);
+    if let Entry::Occupied(kept) = &entry
+        && valid_traceparent(kept.get().as_bytes())
     {
         return;
     }
@@ -158,7 +175,14 @@ pub(crate) fn ensure_traceparent(headers: &mut HeaderMap, dice: &Dice) {
     hex16(&mut text[19..35], lo);
     hex16(&mut text[36..52], span);
     if let Ok(value) = HeaderValue::from_bytes(&text) {
-        headers.insert(TRACEPARENT.clone(), value);
+        match entry {
+            Entry::Vacant(entry) => {
+                entry.insert(value);
+            }
+            Entry::Occupied(mut entry) => {
+                entry.insert(value);
+            }
+        }
     }
 }
 
@@ -280,6 +304,15 @@ mod tests {
             &[("content-type", "application/grpc"), ("te", "trailers")],
         );
         check(&[("te", "gzip")], &[]);
+        check(
+            &[("connection", "close, x-a"), ("x-a", "1"), ("te", "trailers")],
+            &[("te", "trailers")],
+        );
+        check(&[("connection", "te"), ("te", "trailers")], &[]);
+        check(
+            &[("keep-alive", "timeout=5"), ("via", "1.1 lb")],
+            &[("via", "1.1 lb")],
+        );
         check(
             &[("proxy-authorization", "basic x"), ("authorization", "bearer y")],
             &[("authorization", "bearer y")],

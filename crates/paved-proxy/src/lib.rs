@@ -13,6 +13,7 @@ mod balance;
 mod body;
 mod budget;
 pub mod config;
+mod downstream;
 mod endpoint;
 pub mod env;
 mod error;

@@ -1,7 +1,7 @@
 //! `Proxy`: the listener side. Accepts connections (TLS when configured), serves HTTP/1.1 and
-//! HTTP/2 on each (detected by preface or ALPN), keeps the routing table in step with the
-//! snapshot channel, and stops gracefully: no new connections, idle ones closed, in-flight
-//! requests finished.
+//! HTTP/2 on each (detected by preface or ALPN; `downstream.rs`), keeps the routing table in
+//! step with the snapshot channel, and stops gracefully: no new connections, idle ones closed,
+//! in-flight requests finished.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,23 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use paved_telemetry::Registry;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::budget::RetryBudget;
 use crate::config::{ProxyConfig, TlsConfig};
+use crate::downstream::{self, HEADER_READ_TIMEOUT};
 use crate::env::{Clock, Dice};
 use crate::error::ProxyError;
-use crate::handler::{self, Conn, Shared};
+use crate::handler::{Conn, Shared};
 use crate::headers::Forwarding;
 use crate::snapshot::Snapshot;
 use crate::table::Table;
@@ -33,8 +31,6 @@ use crate::upstream::Upstreams;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that has not sent its request headers by then is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The edge proxy. Cheap to clone: clones share the routing table, pools and state, so one
 /// proxy can serve several listeners (say plain and TLS).
@@ -117,7 +113,8 @@ pub(crate) struct Worker {
     proxy: Proxy,
     upstreams: Arc<Upstreams>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: GracefulShutdown,
+    /// Set to `true` to drain; every connection holds a receiver until it closes.
+    drain: watch::Sender<bool>,
     updater: tokio::task::JoinHandle<()>,
 }
 
@@ -127,7 +124,7 @@ impl Worker {
             proxy: proxy.clone(),
             upstreams: Arc::new(Upstreams::new(&proxy.shared.config.pool)),
             builder: Arc::new(http_builder()),
-            graceful: GracefulShutdown::new(),
+            drain: watch::Sender::new(false),
             updater: tokio::spawn(follow(proxy.snapshots.clone(), proxy.shared.clone())),
         }
     }
@@ -141,17 +138,20 @@ impl Worker {
             forwarding: Forwarding::new(peer.ip(), self.proxy.tls.is_some()),
             upstreams: self.upstreams.clone(),
         });
-        let (builder, tls, watcher) = (
+        let (builder, tls, drain) = (
             self.builder.clone(),
             self.proxy.tls.clone(),
-            self.graceful.watcher(),
+            self.drain.subscribe(),
         );
         tokio::spawn(async move {
             match tls {
-                None => serve_io(stream, conn, &builder, watcher).await,
+                None => downstream::serve(stream, conn, &builder, drain, false).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_io(tls, conn, &builder, watcher).await,
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            downstream::serve(tls, conn, &builder, drain, h2).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }
@@ -164,20 +164,10 @@ impl Worker {
     /// Closes idle connections and waits for in-flight requests to finish.
     pub(crate) async fn drain(self, local: SocketAddr) {
         self.updater.abort();
-        tracing::info!(addr = %local, connections = self.graceful.count(), "proxy draining");
-        self.graceful.shutdown().await;
-    }
-}
-
-/// Serves HTTP on one connection until it closes (or hands it over to an upgrade).
-async fn serve_io<I>(io: I, conn: Arc<Conn>, builder: &auto::Builder<TokioExecutor>, watcher: Watcher)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| handler::handle(conn.clone(), req));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "client connection ended with an error");
+        let connections = self.drain.receiver_count();
+        tracing::info!(addr = %local, connections, "proxy draining");
+        self.drain.send_replace(true);
+        self.drain.closed().await;
     }
 }
 
