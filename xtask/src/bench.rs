@@ -318,27 +318,42 @@ where
 /// Starts `call` at a steady `per_second` for `PACED_PHASE`, whatever the answers' pace (an open
 /// loop, as traffic arrives), and times each call from when it was due, so a server that falls
 /// behind shows its backlog in the latencies instead of slowing the load down.
+///
+/// The pace is kept by an OS thread: `std::thread::sleep` wakes within tens of microseconds of
+/// its deadline, where tokio's timer rounds up to the next millisecond, and a call started up
+/// to a millisecond late would count the load generator's lateness as the server's latency.
 async fn paced<F, Fut>(name: &str, per_second: u32, call: F) -> anyhow::Result<Figures>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
-    let start = tokio::time::Instant::now();
     let calls = (f64::from(per_second) * PACED_PHASE.as_secs_f64()) as usize;
-    let mut running = tokio::task::JoinSet::new();
-    for i in 0..calls {
-        let due = start + Duration::from_secs_f64(i as f64 / f64::from(per_second));
-        tokio::time::sleep_until(due).await;
-        let call = call.clone();
-        running.spawn(async move {
-            call(i).await?;
-            Ok::<_, tonic::Status>(due.elapsed())
-        });
-    }
+    let runtime = tokio::runtime::Handle::current();
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..calls {
+            let due = start + Duration::from_secs_f64(i as f64 / f64::from(per_second));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let call = call.clone();
+            let latency = runtime.spawn(async move {
+                call(i).await?;
+                Ok::<_, tonic::Status>(due.elapsed())
+            });
+            if started.send(latency).is_err() {
+                return;
+            }
+        }
+    });
     let mut all = Vec::with_capacity(calls);
-    while let Some(latency) = running.join_next().await {
-        all.push(latency??);
+    while let Some(latency) = running.recv().await {
+        all.push(latency.await??);
     }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
     Ok(summarize(name, all, PACED_PHASE))
 }
 
