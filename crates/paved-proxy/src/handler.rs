@@ -267,7 +267,9 @@ async fn attempts<'a>(
             };
             in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
             sent = if attempt == 0 { started } else { Instant::now() };
-            upstreams.send(endpoint.addr, outgoing.h2, request).await
+            // Boxed: hyper's request future would otherwise make every request's future (the
+            // own codec's too) larger, and every move of it longer.
+            Box::pin(upstreams.send(endpoint.addr, outgoing.h2, request)).await
         };
         let retry = |retriable: bool, outgoing: &Outgoing| {
             let ok = retriable && may_retry && outgoing.body.is_some() && shared.budget.withdraw();
