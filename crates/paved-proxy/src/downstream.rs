@@ -27,12 +27,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::h1::HeadSearch;
 use crate::h1::server::{self, ClientRequest, Decoded, H2_PREFACE, Out};
 use crate::handler::{self, Conn};
+use crate::timer::Timer;
 
 /// A client that has not sent a whole request head by then (counted from the end of the
 /// previous response, so idle keep-alive connections too) is dropped (slowloris).
@@ -66,7 +67,8 @@ pub(crate) async fn serve<I>(
         read: BytesMut::with_capacity(READ_CHUNK),
         write: Vec::with_capacity(1024),
         deadline: Instant::now() + HEADER_READ_TIMEOUT,
-        timer: None,
+        timer: Timer::default(),
+        route_timer: Timer::default(),
         drained: Box::pin(drained(drain.clone())),
         drain,
     };
@@ -114,9 +116,11 @@ struct Client<I> {
     write: Vec<u8>,
     /// When the head being waited for must be in.
     deadline: Instant,
-    /// Fires at or before `deadline`; made once per connection and moved on only when it fires
-    /// early, so that a request costs no timer registration.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Waits for heads; one per connection, so that a request costs no timer registration.
+    timer: Timer,
+    /// Bounds each request's time to response headers (the route's timeout); apart from
+    /// `timer`, so that each only ever moves later.
+    route_timer: Timer,
     drain: Drain,
     /// Completes when the proxy drains: made once per connection, so that a wait for the next
     /// request does not register with the channel and leave it again each time.
@@ -158,7 +162,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 true => ProxyBody::Empty,
                 false => ProxyBody::Full(Some(body)),
             });
-            let response = handler::serve(conn, request, None).await;
+            let response = handler::serve(conn, request, None, &mut self.route_timer).await;
             let close = !keep_alive || *self.drain.borrow();
             let reusable = self
                 .respond(response, head_request, version, close, trailers)
@@ -223,23 +227,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         if let Poll::Ready(n) = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
             return Ok(if n? == 0 { Read::Stop } else { Read::Bytes });
         }
-        let deadline = self.deadline;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            tokio::select! {
-                biased;
-                n = read.as_mut() => return Ok(if n? == 0 { Read::Stop } else { Read::Bytes }),
-                () = timer.as_mut() => {
-                    if Instant::now() >= self.deadline {
-                        tracing::debug!("client sent no request head in time");
-                        return Ok(Read::Stop);
-                    }
-                    timer.as_mut().reset(self.deadline);
-                }
-                () = self.drained.as_mut(), if idle => return Ok(Read::Stop),
+        tokio::select! {
+            biased;
+            n = read.as_mut() => Ok(if n? == 0 { Read::Stop } else { Read::Bytes }),
+            () = self.timer.until(self.deadline) => {
+                tracing::debug!("client sent no request head in time");
+                Ok(Read::Stop)
             }
+            () = self.drained.as_mut(), if idle => Ok(Read::Stop),
         }
     }
 

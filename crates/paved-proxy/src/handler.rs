@@ -41,6 +41,7 @@ use crate::env::{Clock, Dice};
 use crate::headers::{self, Forwarding};
 use crate::metrics::ErrorKind;
 use crate::table::{BackendEntry, RouteEntry, StickyKey, Table};
+use crate::timer::Timer;
 use crate::upstream::{self, Answer, OwnBody, UpstreamError, Upstreams};
 
 /// What every connection shares.
@@ -88,16 +89,18 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let upgrade = headers::upgrade_protocol(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let req = req.map(|body| ProxyBody::Stream(body, None));
-    Ok(serve(&conn, req, upgrade).await)
+    Ok(serve(&conn, req, upgrade, &mut Timer::default()).await)
 }
 
 /// Serves one request, its body streamed (hyper's) or in memory (the own codec's); `upgrade`:
 /// the protocol it asks to switch to and where its connection will come. Every failure becomes
-/// a response.
+/// a response. `timer` bounds the time to response headers; a connection serving its
+/// requests one after another reuses one.
 pub(crate) async fn serve(
     conn: &Conn,
     req: Request<ProxyBody>,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
+    timer: &mut Timer,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let shared = &*conn.shared;
@@ -115,22 +118,45 @@ pub(crate) async fn serve(
     shared.budget.deposit();
     let sticky = sticky_hash(&route, req.headers());
     let backend = route.backend(sticky, || shared.dice.u64());
-    let response = proxy(shared, conn, &route, backend, sticky, req, upgrade).await;
+    let picked = Picked {
+        route: &route,
+        backend,
+        sticky,
+        started,
+    };
+    let response = proxy(shared, conn, picked, req, upgrade, timer).await;
     backend
         .metrics
         .answered(response.status().as_u16(), started.elapsed());
     response
 }
 
+/// Where a request goes, and when it came in.
+#[derive(Clone, Copy)]
+struct Picked<'a> {
+    route: &'a RouteEntry,
+    backend: &'a BackendEntry,
+    sticky: Option<u64>,
+    started: Instant,
+}
+
 async fn proxy(
     shared: &Shared,
     conn: &Conn,
-    route: &RouteEntry,
-    backend: &BackendEntry,
-    sticky: Option<u64>,
+    picked: Picked<'_>,
     req: Request<ProxyBody>,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
+    timer: &mut Timer,
 ) -> Response<ProxyBody> {
+    let Picked {
+        route,
+        backend,
+        started,
+        ..
+    } = picked;
+    // The first attempt's send time for its latency sample: the request's arrival, one clock
+    // read fewer, unless a fault delay or a body read comes between.
+    let mut first_sent = matches!(req.body(), ProxyBody::Empty | ProxyBody::Full(_)).then_some(started);
     if !route.faults.is_empty() {
         let verdict = route
             .faults
@@ -138,6 +164,7 @@ async fn proxy(
         if !verdict.delay.is_zero() {
             route.metrics.delays.inc();
             Box::pin(tokio::time::sleep(verdict.delay)).await;
+            first_sent = None;
         }
         if let Some((status, id)) = verdict.abort {
             route.metrics.aborts.inc();
@@ -149,18 +176,24 @@ async fn proxy(
         Err(response) => return response,
     };
     let mut current: Option<&EndpointState> = None;
-    let attempts = attempts(
-        shared,
-        &conn.upstreams,
-        route,
-        backend,
-        sticky,
-        &mut outgoing,
-        &mut current,
-    );
-    match tokio::time::timeout(route.timeout, attempts).await {
-        Ok(response) => response,
-        Err(_) => {
+    let sending = first_sent.unwrap_or_else(Instant::now);
+    let picked = Picked {
+        started: sending,
+        ..picked
+    };
+    let answered = {
+        let attempts = std::pin::pin!(attempts(
+            shared,
+            &conn.upstreams,
+            picked,
+            &mut outgoing,
+            &mut current
+        ));
+        timer.within(deadline(sending, route.timeout), attempts).await
+    };
+    match answered {
+        Some(response) => response,
+        None => {
             if let Some(endpoint) = current {
                 fail(shared, backend, endpoint, ErrorKind::Timeout);
             }
@@ -174,17 +207,29 @@ async fn proxy(
     }
 }
 
+/// `timeout` after `from`, or so far ahead that it never comes.
+fn deadline(from: Instant, timeout: std::time::Duration) -> tokio::time::Instant {
+    const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    let at = from.checked_add(timeout).unwrap_or_else(|| from + NEVER);
+    tokio::time::Instant::from_std(at)
+}
+
 /// Sends attempts until one answers or retrying is not allowed; `current` is the endpoint of
 /// the attempt under way, for the caller to blame on timeout.
+/// `picked.started`: when the first attempt may count as sent.
 async fn attempts<'a>(
     shared: &Shared,
     upstreams: &Upstreams,
-    route: &RouteEntry,
-    backend: &'a BackendEntry,
-    sticky: Option<u64>,
+    picked: Picked<'a>,
     outgoing: &mut Outgoing,
     current: &mut Option<&'a EndpointState>,
 ) -> Response<ProxyBody> {
+    let Picked {
+        route,
+        backend,
+        sticky,
+        started,
+    } = picked;
     let mut tried: Vec<&EndpointState> = Vec::new();
     let mut attempt = 0;
     loop {
@@ -205,7 +250,7 @@ async fn attempts<'a>(
         let result = if let Some(body) = outgoing.in_memory() {
             // The own codec sends from `outgoing` by reference: nothing to copy for a retry.
             in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
-            sent = Instant::now();
+            sent = if attempt == 0 { started } else { Instant::now() };
             let (method, path, headers) = (&outgoing.method, &outgoing.path, &outgoing.headers);
             upstreams
                 .send_own(endpoint.addr, method, path, headers, body)
@@ -221,8 +266,10 @@ async fn attempts<'a>(
                 );
             };
             in_flight = InFlight::start(endpoint.clone(), backend.metrics.in_flight.clone());
-            sent = Instant::now();
-            upstreams.send(endpoint.addr, outgoing.h2, request).await
+            sent = if attempt == 0 { started } else { Instant::now() };
+            // Boxed: hyper's request future would otherwise make every request's future (the
+            // own codec's too) larger, and every move of it longer.
+            Box::pin(upstreams.send(endpoint.addr, outgoing.h2, request)).await
         };
         let retry = |retriable: bool, outgoing: &Outgoing| {
             let ok = retriable && may_retry && outgoing.body.is_some() && shared.budget.withdraw();

@@ -26,6 +26,7 @@ mod percore;
 mod server;
 pub mod snapshot;
 mod table;
+mod timer;
 mod upstream;
 
 pub use config::{ConfigError, EjectionConfig, PoolConfig, ProxyConfig, RetryBudgetConfig, TlsConfig};
