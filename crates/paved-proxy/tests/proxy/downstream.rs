@@ -110,20 +110,9 @@ impl Raw {
     }
 }
 
-async fn started() -> (Upstream, Harness) {
-    let up = Upstream::start("web-1").await;
-    let proxy = Harness::start(snapshot(
-        vec![route("web", &[("web", 1)])],
-        &[("web", &[&up])],
-        vec![],
-    ))
-    .await;
-    (up, proxy)
-}
-
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let (_up, proxy) = started().await;
+    let (_up, proxy) = web_proxy().await;
     let mut c = Raw::connect(proxy.addr).await;
     c.send(
         b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\
@@ -154,7 +143,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn bodies_chunked_or_late_reach_the_upstream() {
-    let (_up, proxy) = started().await;
+    let (_up, proxy) = web_proxy().await;
     let mut c = Raw::connect(proxy.addr).await;
     c.send(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n")
         .await;
@@ -193,7 +182,7 @@ async fn bodies_chunked_or_late_reach_the_upstream() {
 
 #[tokio::test]
 async fn http_1_0_and_connection_close_end_the_connection() {
-    let (_up, proxy) = started().await;
+    let (_up, proxy) = web_proxy().await;
     let mut c = Raw::connect(proxy.addr).await;
     c.send(b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n").await;
     let answer = c.answer().await;
@@ -216,7 +205,7 @@ async fn http_1_0_and_connection_close_end_the_connection() {
 
 #[tokio::test]
 async fn smuggling_attempts_and_oversize_heads_are_refused() {
-    let (up, proxy) = started().await;
+    let (up, proxy) = web_proxy().await;
     let check = async |input: &[u8], status: u16| {
         let mut c = Raw::connect(proxy.addr).await;
         c.send(input).await;
@@ -263,7 +252,7 @@ async fn smuggling_attempts_and_oversize_heads_are_refused() {
 
 #[tokio::test]
 async fn expect_continue_goes_through_hyper() {
-    let (_up, proxy) = started().await;
+    let (_up, proxy) = web_proxy().await;
     let mut c = Raw::connect(proxy.addr).await;
     c.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(c.answer().await.echo()["uri"], "/first");

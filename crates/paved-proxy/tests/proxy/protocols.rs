@@ -18,13 +18,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn bodies_stream_through_without_buffering() {
-    let up = Upstream::start("web-1").await;
-    let proxy = Harness::start(snapshot(
-        vec![route("web", &[("web", 1)])],
-        &[("web", &[&up])],
-        vec![],
-    ))
-    .await;
+    let (up, proxy) = web_proxy().await;
     let response = client()
         .request(Request::get(proxy.url("/stream")).body(full("")).unwrap())
         .await

@@ -11,13 +11,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn round_trip_keeps_the_request_and_adds_forwarding_headers() {
-    let up = Upstream::start("web-1").await;
-    let proxy = Harness::start(snapshot(
-        vec![route("web", &[("web", 1)])],
-        &[("web", &[&up])],
-        vec![],
-    ))
-    .await;
+    let (_up, proxy) = web_proxy().await;
     let client = client();
     let req = Request::put(proxy.url("/items/7?color=blue&n=2"))
         .header("x-custom", "yes")
@@ -204,13 +198,7 @@ async fn a_route_change_applies_live_on_a_kept_alive_connection() {
 
 #[tokio::test]
 async fn requests_are_counted_timed_and_tagged() {
-    let up = Upstream::start("web-1").await;
-    let proxy = Harness::start(snapshot(
-        vec![route("web", &[("web", 1)])],
-        &[("web", &[&up])],
-        vec![],
-    ))
-    .await;
+    let (_up, proxy) = web_proxy().await;
     let client = client();
     for path in ["/", "/a", "/status/404", "/status/500"] {
         get(&client, &proxy.url(path)).await;

@@ -348,3 +348,15 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A proxy with one route, `web`, to one upstream, `web-1`.
+pub async fn web_proxy() -> (Upstream, Harness) {
+    let up = Upstream::start("web-1").await;
+    let proxy = Harness::start(snapshot(
+        vec![route("web", &[("web", 1)])],
+        &[("web", &[&up])],
+        vec![],
+    ))
+    .await;
+    (up, proxy)
+}

@@ -125,13 +125,7 @@ async fn a_fault_aborts_the_handshake_before_the_upstream() {
 async fn a_plain_request_to_a_websocket_upstream_is_not_upgraded() {
     // The upgrade headers are what asks: without them the request is an ordinary GET, and
     // whatever the upstream answers comes back as is.
-    let up = Upstream::start("web-1").await;
-    let proxy = Harness::start(snapshot(
-        vec![route("web", &[("web", 1)])],
-        &[("web", &[&up])],
-        vec![],
-    ))
-    .await;
+    let (_up, proxy) = web_proxy().await;
     let (status, _, body) = get(&client(), &proxy.url("/ws")).await;
     assert_eq!(status, 200);
     let echo = echo(&body);
